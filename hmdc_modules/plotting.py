@@ -1,0 +1,117 @@
+"""Figures a condensation run writes: the image grid and the gradient-balancer plot (the paper's Figure 4)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from hmdc_modules._validation import check_tensor
+
+__all__ = ["plot_balancer_history", "save_image_grid"]
+
+
+def save_image_grid(
+    images: Tensor,
+    path: str | Path,
+    *,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    nrow: int | None = None,
+    scale: int = 1,
+) -> Path:
+    """Save synthetic images as one PNG grid, one row per class.
+
+    Args:
+        images: Images in normalised space (``mean``/``std`` given) or in $[0, 1]$. A 5-D tensor is read as
+            ``[classes, images_per_class, C, H, W]`` and laid out one row per class.
+        path: Destination PNG file.
+        mean: Channel means used to normalise the images, to undo before saving.
+        std: Channel standard deviations used to normalise the images.
+        nrow: Images per row for 4-D input (default: all in one row).
+        scale: Integer upscaling factor (nearest neighbour) so small images stay visible.
+
+    Returns:
+        The destination path.
+
+    Shape:
+        - images: $(K, N, C, H, W)$ or $(B, C, H, W)$
+    """
+    from torchvision.utils import save_image
+
+    check_tensor("images", images, ndim=(4, 5), floating=True, nonempty=True)
+    x = images.detach().float().cpu()
+    if x.ndim == 5:
+        nrow = x.shape[1]
+        x = x.reshape(-1, *x.shape[2:])
+    if (mean is None) != (std is None):
+        raise ValueError("`mean` and `std` must be given together")
+    if mean is not None and std is not None:
+        m = torch.tensor(mean, dtype=x.dtype).view(1, -1, 1, 1)
+        s = torch.tensor(std, dtype=x.dtype).view(1, -1, 1, 1)
+        x = x * s + m
+    if scale > 1:
+        x = torch.nn.functional.interpolate(x, scale_factor=scale, mode="nearest")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_image(x.clamp(0, 1), path, nrow=nrow or x.shape[0], padding=2, pad_value=1.0)
+    return path
+
+
+def plot_balancer_history(
+    history: Mapping[str, Tensor],
+    path: str | Path,
+    *,
+    loss_names: Sequence[str] | None = None,
+    title: str = "Gradient balancing",
+) -> Path:
+    """Plot each loss's sampled image-gradient magnitude and its weight over steps, averaged over groups.
+
+    Args:
+        history: What ``GradientBalancer.history_arrays()`` returns: ``"step"`` $(N)$, ``"magnitudes"`` $(N, K)$,
+            ``"weights"`` $(N, K)$.
+        path: Destination PNG file.
+        loss_names: Legend names of the $K$ losses.
+        title: Figure title.
+
+    Returns:
+        The destination path.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    for key in ("step", "magnitudes", "weights"):
+        if key not in history:
+            raise ValueError(f"`history` must hold key {key!r}, got keys {sorted(history)}")
+    steps = history["step"].double()
+    magnitudes = history["magnitudes"].double()
+    weights = history["weights"].double()
+    k = magnitudes.shape[1] if magnitudes.ndim == 2 else 0
+    names = list(loss_names) if loss_names is not None else [f"loss {i}" for i in range(k)]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    if steps.numel():
+        unique = torch.unique(steps)
+        for i in range(k):
+            mean_mag = torch.stack([magnitudes[steps == s, i].mean() for s in unique])
+            mean_w = torch.stack([weights[steps == s, i].mean() for s in unique])
+            axes[0].plot(unique.numpy(), mean_mag.numpy(), marker=".", label=names[i])
+            axes[1].plot(unique.numpy(), mean_w.numpy(), marker=".", label=names[i])
+        axes[0].set_yscale("log")
+    axes[0].set_title("sampled image-gradient magnitude")
+    axes[1].set_title("balancing weight")
+    for ax in axes:
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        if k and steps.numel():
+            ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
