@@ -155,7 +155,10 @@ def parse_config(argv: list[str] | None = None) -> Config:
     for field in dataclasses.fields(Config):
         flag = "--" + field.name.replace("_", "-")
         default = getattr(defaults, field.name)
-        if isinstance(default, bool):
+        if isinstance(default, bool) and field.name.startswith("no_"):  # --no-balancer, and --balancer to undo
+            parser.add_argument(flag, dest=field.name, action="store_true", default=default)
+            parser.add_argument("--" + flag[5:], dest=field.name, action="store_false", help=argparse.SUPPRESS)
+        elif isinstance(default, bool):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
         else:
             parser.add_argument(flag, type=type(default), default=default, choices=CHOICES.get(field.name))

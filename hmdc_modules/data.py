@@ -138,8 +138,9 @@ def _read_batch_file(path: Path) -> tuple[Tensor, Tensor]:
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
         got = f"shape {data.shape} and dtype {data.dtype}" if isinstance(data, np.ndarray) else type(data).__name__
         raise ValueError(f"CIFAR-10 batch file '{path}': 'data' must be a uint8 array of shape (n, 3072), got {got}")
-    if len(labels) != data.shape[0]:
-        raise ValueError(f"CIFAR-10 batch file '{path}': {data.shape[0]} images but {len(labels)} labels")
+    if not isinstance(labels, list | tuple | np.ndarray) or len(labels) != data.shape[0]:
+        count = len(labels) if isinstance(labels, list | tuple | np.ndarray) else describe(labels)
+        raise ValueError(f"CIFAR-10 batch file '{path}': {data.shape[0]} images but {count} labels")
     # Each row holds the red, then green, then blue 32x32 plane: already channels-first.
     images = torch.from_numpy(data.reshape(-1, 3, _SIDE, _SIDE).copy())
     return images, torch.as_tensor(list(labels), dtype=torch.int64)
@@ -476,7 +477,7 @@ def denormalize(
 # --------------------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class SyntheticSet:
     """A condensed set as stored by [`save_synthetic_set`][hmdc_modules.data.save_synthetic_set].
 
@@ -496,6 +497,11 @@ class SyntheticSet:
     Shape:
         - images: $(N, C, H, W)$
         - labels: $(N,)$
+
+    Example:
+        >>> synthetic = read_synthetic_set("runs/cifar10/synthetic_set.pt")  # doctest: +SKIP
+        >>> synthetic.images.shape, synthetic.labels.shape, synthetic.factor, synthetic.iteration  # doctest: +SKIP
+        (torch.Size([100, 3, 32, 32]), torch.Size([100]), 2, 99)
     """
 
     images: Tensor

@@ -44,6 +44,12 @@ class KMeansResult(NamedTuple):
     Shape:
         - centroids: $(K, D)$, dtype and device of the input.
         - assignments: $(N,)$, ``torch.int64``.
+
+    Example:
+        >>> x = torch.tensor([[0.0], [0.2], [9.8], [10.0]])
+        >>> centroids, assignments, iterations_run = kmeans(x, 2, generator=torch.Generator().manual_seed(0))
+        >>> sorted(round(v, 3) for v in centroids.flatten().tolist()), assignments[0] == assignments[1]
+        ([0.1, 9.9], tensor(True))
     """
 
     centroids: Tensor

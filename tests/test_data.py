@@ -215,8 +215,20 @@ def test_torchvision_layout_refuses_pickled_code(tmp_path: Path):
     write_batches(tmp_path)
     with (tmp_path / "cifar-10-batches-py" / "test_batch").open("wb") as handle:
         pickle.dump({"data": _Payload(), "labels": []}, handle, protocol=2)
-    with pytest.raises(ValueError, match=r"test_batch.*refusing to load global 'posix.getcwd'"):
+    with pytest.raises(ValueError, match=r"test_batch.*refusing to load global '\w+\.getcwd'"):
         load_cifar10(tmp_path, "test", progress=False)
+
+
+def test_torchvision_layout_accepts_legacy_numpy_core_names(tmp_path: Path):
+    # The original files were pickled by Python 2 / numpy 1 and name ``numpy.core.multiarray``.
+    content = write_batches(tmp_path)
+    path = tmp_path / "cifar-10-batches-py" / "test_batch"
+    legacy = path.read_bytes().replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
+    assert b"numpy.core.multiarray" in legacy
+    path.write_bytes(legacy)
+    images, labels = load_cifar10(tmp_path, "test", progress=False)
+    assert torch.equal(images.reshape(6, -1), torch.from_numpy(content["test_batch"][0]))
+    assert labels.tolist() == content["test_batch"][1]
 
 
 def test_torchvision_layout_missing_batch_file(tmp_path: Path):

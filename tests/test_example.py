@@ -43,7 +43,7 @@ def example() -> ModuleType:
 
 
 def run_subprocess(args: list[str], **kwargs) -> subprocess.Popen:
-    env = dict(os.environ, OMP_NUM_THREADS="2", PYTHONUNBUFFERED="1")
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")  # two runs at once on two cores
     return subprocess.Popen(
         [sys.executable, str(EXAMPLE), *args],
         env=env,
@@ -192,45 +192,62 @@ def _wait_for_checkpoint(proc: subprocess.Popen, path: Path, iteration: int, tim
     raise AssertionError("no checkpoint in time")
 
 
-def test_sigkill_then_resume_matches_uninterrupted_run(fake_cifar: Path, tmp_path: Path) -> None:
-    args = [*TINY, "--iterations", "3", "--data-root", str(fake_cifar)]
-    full = run_subprocess([*args, "--out", str(tmp_path / "full")])
-    killed = run_subprocess([*args, "--out", str(tmp_path / "killed")])
+RESUMABLE = [*TINY, "--iterations", "3", "--init", "real"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(fake_cifar: Path, tmp_path_factory: pytest.TempPathFactory):
+    """One uninterrupted run, started in the background, that the interrupted runs are compared against."""
+    out = tmp_path_factory.mktemp("uninterrupted") / "run"
+    proc = run_subprocess([*RESUMABLE, "--data-root", str(fake_cifar), "--out", str(out)])
+    yield proc, out
+    if proc.poll() is None:
+        proc.kill()
+
+
+def _finished(proc: subprocess.Popen) -> None:
+    assert proc.wait() == 0, proc.stdout.read() if proc.stdout else ""
+
+
+def _assert_same_run(a: Path, b: Path) -> None:
+    x, y = read_synthetic_set(a / "synthetic.pt"), read_synthetic_set(b / "synthetic.pt")
+    assert x.iteration == y.iteration == 3
+    assert torch.equal(x.images, y.images)  # bitwise: deterministic CPU mode, same thread count
+    with (a / "metrics.csv").open() as f, (b / "metrics.csv").open() as g:
+        rows_a, rows_b = list(csv.DictReader(f)), list(csv.DictReader(g))
+    assert [r["global_step"] for r in rows_a] == [r["global_step"] for r in rows_b] == [str(i) for i in range(6)]
+    assert [r["gm_a"] for r in rows_a] == [r["gm_a"] for r in rows_b]
+
+
+def test_sigkill_then_resume_matches_uninterrupted_run(uninterrupted, fake_cifar: Path, tmp_path: Path) -> None:
+    args = [*RESUMABLE, "--data-root", str(fake_cifar), "--out", str(tmp_path / "killed")]
+    killed = run_subprocess(args)
     _wait_for_checkpoint(killed, tmp_path / "killed" / "checkpoint.pt", iteration=1)
     killed.send_signal(signal.SIGKILL)
     killed.wait()
     assert killed.returncode == -signal.SIGKILL
     assert load_checkpoint(tmp_path / "killed" / "checkpoint.pt")["iteration"] < 3
-    resumed = run_subprocess([*args, "--out", str(tmp_path / "killed"), "--resume"])
-    assert resumed.wait() == 0, resumed.stdout.read() if resumed.stdout else ""
-    assert full.wait() == 0, full.stdout.read() if full.stdout else ""
-    a = read_synthetic_set(tmp_path / "full" / "synthetic.pt")
-    b = read_synthetic_set(tmp_path / "killed" / "synthetic.pt")
-    assert a.iteration == b.iteration == 3
-    assert torch.equal(a.images, b.images)  # bitwise: deterministic CPU mode
-    with (tmp_path / "full" / "metrics.csv").open() as f, (tmp_path / "killed" / "metrics.csv").open() as g:
-        full_rows, resumed_rows = list(csv.DictReader(f)), list(csv.DictReader(g))
-    assert [r["global_step"] for r in resumed_rows] == [r["global_step"] for r in full_rows]
+    _finished(run_subprocess([*args, "--resume"]))
+    proc, out = uninterrupted
+    _finished(proc)
+    _assert_same_run(out, tmp_path / "killed")
 
 
-def test_ctrl_c_checkpoints_mid_iteration_and_resume_matches(fake_cifar: Path, tmp_path: Path) -> None:
-    args = [*TINY, "--iterations", "2", "--inner-steps", "3", "--data-root", str(fake_cifar)]
-    full = run_subprocess([*args, "--out", str(tmp_path / "full")])
-    stopped = run_subprocess([*args, "--out", str(tmp_path / "stopped")])
+def test_ctrl_c_checkpoints_mid_iteration_and_resume_matches(uninterrupted, fake_cifar: Path, tmp_path: Path) -> None:
+    args = [*RESUMABLE, "--data-root", str(fake_cifar), "--out", str(tmp_path / "stopped")]
+    stopped = run_subprocess(args)
     metrics = tmp_path / "stopped" / "metrics.csv"
     deadline = time.monotonic() + 300
     while not (metrics.exists() and len(metrics.read_text().splitlines()) >= 2) and time.monotonic() < deadline:
         time.sleep(0.01)  # wait for the first image update
     stopped.send_signal(signal.SIGINT)
-    assert stopped.wait() == 0, stopped.stdout.read() if stopped.stdout else ""
+    _finished(stopped)
     saved = load_checkpoint(tmp_path / "stopped" / "checkpoint.pt")
-    assert saved["iteration"] * 3 + saved["step"] < 6, "the run should have stopped early"
-    resumed = run_subprocess([*args, "--out", str(tmp_path / "stopped"), "--resume"])
-    assert resumed.wait() == 0, resumed.stdout.read() if resumed.stdout else ""
-    assert full.wait() == 0
-    a = read_synthetic_set(tmp_path / "full" / "synthetic.pt").images
-    b = read_synthetic_set(tmp_path / "stopped" / "synthetic.pt").images
-    assert torch.equal(a, b)
+    assert saved["iteration"] * 2 + saved["step"] < 6, "the run should have stopped early"
+    _finished(run_subprocess([*args, "--resume"]))
+    proc, out = uninterrupted
+    _finished(proc)
+    _assert_same_run(out, tmp_path / "stopped")
 
 
 def test_resume_refuses_changed_settings(example: ModuleType, fake_cifar: Path, tmp_path: Path) -> None:
