@@ -80,7 +80,7 @@ class Config:
     quiet: bool = False
     # which real data
     classes: str = ""  # comma-separated class indices; empty: all ten
-    real_per_class: int = 0  # real images kept per class (0: all 5,000)
+    real_per_class: int = 200  # real images kept per class (0: all 5,000)
     # models (§6)
     model_a: str = "convnet"
     model_b: str = "vit_tiny_patch16_224"
@@ -98,11 +98,11 @@ class Config:
     lr_img: float = 5e-3
     momentum_img: float = 0.5
     # schedule (§5.1)
-    iterations: int = 4
-    inner_steps: int = 10
-    model_steps: int = 4
-    projection_steps: int = 4
-    batch_real: int = 32
+    iterations: int = 3
+    inner_steps: int = 8
+    model_steps: int = 3
+    projection_steps: int = 3
+    batch_real: int = 16
     batch_train: int = 64
     select_every: int = 10
     real_selection: str = "kmeans"
@@ -376,12 +376,12 @@ def image_update(
                     f"loss {name!r} is {loss.item()} at outer iteration {state.iteration}, step {state.step} "
                     f"(class {c})"
                 )
-        if state.balancer is not None:
-            total = state.balancer(losses, syn, group=k)
+        if state.balancer is not None:  # weighted backward; on sampling calls it reuses the per-loss gradients
+            state.balancer.backward(losses, syn, group=k)
             weights = state.balancer.weights(k).tolist()
         else:
-            total, weights = torch.stack(losses).sum(), [1.0] * len(losses)
-        total.backward()
+            torch.stack(losses).sum().backward()
+            weights = [1.0] * len(losses)
         for name, loss, w in zip(names, losses, weights, strict=True):
             totals[name] += loss.item() / len(real.classes)
             totals[f"w_{name}"] += w / len(real.classes)
@@ -661,14 +661,22 @@ def run(cfg: Config) -> Path:
                 t0 = time.perf_counter()
                 if not batches or state.step % cfg.select_every == 0:
                     batches = select_real_batches(cfg, nets, real, state.iteration, state.step)
+                t1 = time.perf_counter()
                 row: dict[str, Any] = {
                     "iteration": state.iteration,
                     "step": state.step,
                     "global_step": state.global_step(cfg),
                 }
                 row |= image_update(cfg, state, nets, real, batches, augment, distill)
+                t2 = time.perf_counter()
                 row |= train_networks(cfg, state, nets, real, augment, distill)
-                row["seconds"] = round(time.perf_counter() - t0, 4)
+                t3 = time.perf_counter()
+                row |= {
+                    "seconds": round(t3 - t0, 4),
+                    "select_seconds": round(t1 - t0, 4),
+                    "image_seconds": round(t2 - t1, 4),
+                    "train_seconds": round(t3 - t2, 4),
+                }
                 folder.append_metrics(row)
                 state.step += 1
                 bar.update(1)

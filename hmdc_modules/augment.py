@@ -280,7 +280,7 @@ class DifferentiableAugment(nn.Module):
         - input: $(B, C, H, W)$, any $C \ge 1$, $H$, $W$.
         - output: $(B, C, H, W)$, same dtype and device.
 
-    Example:
+    Examples:
         >>> aug = DifferentiableAugment()
         >>> real, syn = torch.rand(64, 3, 32, 32), torch.rand(10, 3, 32, 32, requires_grad=True)
         >>> a, b = aug(real, seed=7), aug(syn, seed=7)  # one shared transform for both batches
@@ -368,7 +368,7 @@ class DifferentiableAugment(nn.Module):
                 ``shared`` is not a bool.
             ValueError: If both ``seed`` and ``generator`` are given, ``batch_size`` < 1 or ``seed`` < 0.
 
-        Example:
+        Examples:
             >>> aug = DifferentiableAugment()
             >>> p4, p40 = aug.sample_params(4, seed=0), aug.sample_params(40, seed=0)
             >>> bool((p4.angle == p40.angle[0]).all())
@@ -561,7 +561,7 @@ def cutmix(
         - target: $(B)$ or $(B, K)$
         - output: $(B, C, H, W)$ and $(B, K)$
 
-    Example:
+    Examples:
         >>> x, y = torch.rand(8, 3, 32, 32), torch.randint(0, 10, (8,))
         >>> mixed, soft = cutmix(x, y, 10, p=1.0, generator=torch.Generator().manual_seed(0))
         >>> torch.allclose(soft.sum(1), torch.ones(8))
@@ -621,7 +621,7 @@ class CutMix(nn.Module):
         - x: $(B, C, H, W)$; target: $(B)$ or $(B, K)$
         - output: $(B, C, H, W)$ and $(B, K)$
 
-    Example:
+    Examples:
         >>> mix = CutMix(10, p=1.0)
         >>> images, soft = mix(torch.rand(4, 3, 8, 8), torch.tensor([0, 1, 2, 3]))
         >>> soft.shape

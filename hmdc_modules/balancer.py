@@ -105,7 +105,7 @@ class GradientBalancer(nn.Module):
         - num_calls buffer: $(G,)$, int64 (calls per group since its last reset)
         - losses: $K$ scalars; target: any shape(s); output: scalar
 
-    Example:
+    Examples:
         Two distribution-matching losses of very different scales on synthetic images, balanced per class:
 
         >>> import torch
@@ -383,7 +383,7 @@ class GradientBalancer(nn.Module):
             - target: any shape, or a sequence of tensors of any shapes
             - output: $()$
 
-        Example:
+        Examples:
             >>> import torch
             >>> x = torch.randn(4, 3, 8, 8, requires_grad=True)
             >>> balancer = GradientBalancer(num_losses=2)
@@ -435,7 +435,7 @@ class GradientBalancer(nn.Module):
             - target: any shape, or a sequence of tensors of any shapes
             - output: $()$
 
-        Example:
+        Examples:
             >>> import torch
             >>> x = torch.randn(4, 3, 8, 8, requires_grad=True)
             >>> balancer = GradientBalancer(num_losses=2)
@@ -483,7 +483,7 @@ class GradientBalancer(nn.Module):
         Shape:
             - output: $(K,)$
 
-        Example:
+        Examples:
             >>> GradientBalancer(num_losses=3).weights(0)
             tensor([1., 1., 1.])
         """
@@ -504,7 +504,7 @@ class GradientBalancer(nn.Module):
             TypeError: If ``group`` is neither ``None`` nor an int.
             ValueError: If ``group`` is out of range.
 
-        Example:
+        Examples:
             >>> balancer = GradientBalancer(num_losses=2, num_groups=3)
             >>> balancer.reset()
             >>> balancer.reset(group=1)
@@ -553,7 +553,7 @@ class GradientBalancer(nn.Module):
             - step, group: $(N,)$
             - magnitudes, weights: $(N, K)$
 
-        Example:
+        Examples:
             >>> arrays = GradientBalancer(num_losses=2).history_arrays()
             >>> arrays["weights"].shape
             torch.Size([0, 2])

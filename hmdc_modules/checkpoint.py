@@ -2,14 +2,47 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
-import tempfile
+import uuid
 from pathlib import Path
 from typing import Any
 
 import torch
 
-__all__ = ["load_checkpoint", "save_checkpoint"]
+__all__ = ["atomic_torch_save", "load_checkpoint", "save_checkpoint"]
+
+
+def atomic_torch_save(payload: dict[str, Any], path: Path) -> None:
+    """Write ``payload`` with ``torch.save`` to a temporary file beside ``path``, then rename it over ``path``.
+
+    The rename is atomic on POSIX file systems: a crash or ``SIGKILL`` at any moment leaves either the previous file
+    or the new one at ``path``, never a partial file, and no temporary file behind on errors.
+
+    Args:
+        payload: What to save.
+        path: Destination file; its folder is created if needed.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        # O_EXCL: never clobber; mode 0o666 lets the umask decide the final permissions, like a plain open().
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        with os.fdopen(descriptor, "wb") as handle:
+            torch.save(payload, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            temporary.unlink()
+        raise
+    with contextlib.suppress(OSError):  # make the rename itself durable where the platform allows it
+        directory = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
@@ -31,17 +64,7 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
     if not isinstance(state, dict):
         raise TypeError(f"`state` must be a dict, got {type(state).__name__}")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(state, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_torch_save(state, path)
     return path
 
 

@@ -13,12 +13,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import io
 import os
 import pickle
 import re
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +34,7 @@ from hmdc_modules._validation import (
     check_tensor,
     describe,
 )
+from hmdc_modules.checkpoint import atomic_torch_save
 
 __all__ = [
     "CIFAR10_CLASSES",
@@ -336,7 +335,7 @@ def load_cifar10(
         - output images: $(N, 3, 32, 32)$, ``torch.uint8``
         - output labels: $(N,)$, ``torch.int64``
 
-    Example:
+    Examples:
         >>> images, labels = load_cifar10("data/cifar10", "test", classes=[3], per_class=8)  # doctest: +SKIP
         >>> images.shape, labels.tolist()  # doctest: +SKIP
         (torch.Size([8, 3, 32, 32]), [3, 3, 3, 3, 3, 3, 3, 3])
@@ -416,7 +415,7 @@ def normalize(
         - images: $(*, C, H, W)$
         - output: same shape
 
-    Example:
+    Examples:
         >>> x = torch.full((1, 3, 2, 2), 255, dtype=torch.uint8)
         >>> normalize(x, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)).unique()
         tensor([1.])
@@ -458,7 +457,7 @@ def denormalize(
         - x: $(*, C, H, W)$
         - output: same shape
 
-    Example:
+    Examples:
         >>> pixels = torch.rand(2, 3, 4, 4)
         >>> torch.allclose(denormalize(normalize(pixels)), pixels, atol=1e-6)
         True
@@ -498,8 +497,8 @@ class SyntheticSet:
         - images: $(N, C, H, W)$
         - labels: $(N,)$
 
-    Example:
-        >>> synthetic = read_synthetic_set("runs/cifar10/synthetic_set.pt")  # doctest: +SKIP
+    Examples:
+        >>> synthetic = read_synthetic_set("runs/hmdc_cifar10/synthetic.pt")  # doctest: +SKIP
         >>> synthetic.images.shape, synthetic.labels.shape, synthetic.factor, synthetic.iteration  # doctest: +SKIP
         (torch.Size([100, 3, 32, 32]), torch.Size([100]), 2, 99)
     """
@@ -546,30 +545,6 @@ def _plain(name: str, value: Any) -> Any:
     )
 
 
-def _atomic_torch_save(payload: dict[str, Any], path: Path) -> None:
-    """Write ``payload`` to a temporary file beside ``path`` and rename it over ``path`` (POSIX-atomic)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        # O_EXCL: never clobber; mode 0o666 lets the umask decide the final permissions, like a plain open().
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        with os.fdopen(descriptor, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            temporary.unlink()
-        raise
-    with contextlib.suppress(OSError):  # make the rename itself durable where the platform allows it
-        directory = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
-
-
 def save_synthetic_set(
     path: str | os.PathLike[str],
     images: Tensor,
@@ -614,7 +589,7 @@ def save_synthetic_set(
         - images: $(N, C, H, W)$
         - labels: $(N,)$
 
-    Example:
+    Examples:
         >>> import tempfile, pathlib
         >>> folder = pathlib.Path(tempfile.mkdtemp())
         >>> save_synthetic_set(folder / "set.pt", torch.zeros(4, 3, 32, 32), torch.tensor([0, 0, 1, 1]),
@@ -655,7 +630,7 @@ def save_synthetic_set(
         "library_version": _library_version(),
         "extra": _plain("extra", dict(extra) if extra is not None else {}),
     }
-    _atomic_torch_save(payload, Path(path))
+    atomic_torch_save(payload, Path(path))
 
 
 def _not_a_set(path: Path, why: str) -> ValueError:
@@ -714,8 +689,8 @@ def read_synthetic_set(path: str | os.PathLike[str]) -> SyntheticSet:
     Shape:
         - output images: $(N, C, H, W)$; output labels: $(N,)$
 
-    Example:
-        >>> synthetic = read_synthetic_set("runs/cifar10/synthetic_set.pt")  # doctest: +SKIP
+    Examples:
+        >>> synthetic = read_synthetic_set("runs/hmdc_cifar10/synthetic.pt")  # doctest: +SKIP
         >>> synthetic.images.shape, synthetic.factor  # doctest: +SKIP
         (torch.Size([100, 3, 32, 32]), 2)
     """
@@ -810,8 +785,8 @@ def load_synthetic_set(
         - images: $(f^2 N, C, H, W)$ when ``decoded`` (factor $f$), else $(N, C, H, W)$
         - labels: $(f^2 N,)$ when ``decoded``, else $(N,)$
 
-    Example:
-        >>> dataset = load_synthetic_set("runs/cifar10/synthetic_set.pt")  # doctest: +SKIP
+    Examples:
+        >>> dataset = load_synthetic_set("runs/hmdc_cifar10/synthetic.pt")  # doctest: +SKIP
         >>> loader = torch.utils.data.DataLoader(dataset, batch_size=128, shuffle=True)  # doctest: +SKIP
     """
     for name, flag in (("decoded", decoded), ("denormalized", denormalized)):

@@ -129,7 +129,7 @@ class SpatialSemanticDecomposer(nn.Module):
 
     **Layer matching.** Each pair $(i, j)$ owns a parameter $M \in \mathbb{R}^{L_i \times L_j}$, zero at
     initialisation. The model with more layers (the *source*; model $i$ when $L_i = L_j$) is mixed onto the layer
-    axis of the other (the *target*), which is returned unchanged. With weights $P = $ ``mixing_weights(k)`` of
+    axis of the other (the *target*), which is returned unchanged. With weights $P$ = ``mixing_weights(k)`` of
     the shape of $M$, writing $P_{t,s}$ for the entry that links target layer $t$ and source layer $s$,
 
     $$F'_{\mathrm{src}}[:, t] = \sum_{s} P_{t,s}\, F_{\mathrm{src}}[:, s].$$
@@ -168,7 +168,7 @@ class SpatialSemanticDecomposer(nn.Module):
         - ``forward`` output: one pair per entry of ``pairs``, both tensors of shape
           $(B, \min(L_i, L_j), 1 + s^2, d)$.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from hmdc_modules.features import FeatureMap, FeatureSpec
         >>> cnn = [FeatureSpec("pool1", 8, 16, 16), FeatureSpec("pool2", 8, 8, 8)]

@@ -52,7 +52,7 @@ class MutualDistillationLoss(nn.Module):
         - output: $()$ for ``"mean"``/``"sum"``; $(*)$ for ``"none"`` with two tensors, a tuple of $(*_p)$ with
           pairs.
 
-    Example:
+    Examples:
         >>> import torch
         >>> loss = MutualDistillationLoss()
         >>> a = torch.randn(2, 4, 17, 8, requires_grad=True)

@@ -80,7 +80,7 @@ def encode_formation(images: Tensor, factor: int) -> Tensor:
         - images: $(f^2 N, C, H, W)$
         - output: $(N, C, H, W)$
 
-    Example:
+    Examples:
         >>> x = torch.rand(8, 3, 32, 32)
         >>> encode_formation(x, 2).shape
         torch.Size([2, 3, 32, 32])
@@ -134,7 +134,7 @@ def decode_formation(images: Tensor, factor: int, size: tuple[int, int] | None =
         - images: $(N, C, H, W)$
         - output: $(f^2 N, C, h', w')$ where $(h', w')$ = ``size`` (default $(H, W)$).
 
-    Example:
+    Examples:
         >>> s = torch.rand(2, 3, 32, 32, requires_grad=True)
         >>> decode_formation(s, 2).shape
         torch.Size([8, 3, 32, 32])
@@ -175,7 +175,7 @@ def decode_formation_labels(labels: Tensor, factor: int) -> Tensor:
         - labels: $(N)$ or $(N, K)$
         - output: $(f^2 N)$ or $(f^2 N, K)$
 
-    Example:
+    Examples:
         >>> decode_formation_labels(torch.tensor([3, 7]), 2)
         tensor([3, 7, 3, 7, 3, 7, 3, 7])
     """

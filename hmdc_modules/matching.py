@@ -22,9 +22,9 @@ from hmdc_modules.functional.matching import DISTANCES, _match_gradients, soft_c
 
 __all__ = ["HeterogeneousGradientMatcher", "ParameterSelection"]
 
-#: How a matcher chooses the matched parameters: ``None`` (all trainable ones), a predicate on
-#: ``(name, parameter)``, or one explicit list per model.
 ParameterSelection = None | Callable[[str, nn.Parameter], bool] | Sequence[Sequence[nn.Parameter]]
+"""How a matcher chooses the matched parameters: ``None`` (all trainable ones), a predicate on
+``(name, parameter)``, or one explicit list per model."""
 
 
 def _logits_of(output: Any) -> Tensor:
@@ -94,7 +94,7 @@ class HeterogeneousGradientMatcher(nn.Module):
         - forward output: $(M,)$ for $M$ models.
         - match output: $(K,)$ for $K$ loss pairs.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torch import nn
         >>> cnn = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
@@ -185,7 +185,7 @@ class HeterogeneousGradientMatcher(nn.Module):
     def num_models(self) -> int:
         """Number of models $M$ held by the matcher.
 
-        Example:
+        Examples:
             >>> from torch import nn
             >>> HeterogeneousGradientMatcher([nn.Linear(2, 2), nn.Linear(2, 2)]).num_models
             2
@@ -231,7 +231,7 @@ class HeterogeneousGradientMatcher(nn.Module):
             TypeError: If ``index`` is not an int.
             ValueError: If ``index`` is out of range or the selection is empty.
 
-        Example:
+        Examples:
             >>> from torch import nn
             >>> matcher = HeterogeneousGradientMatcher([nn.Linear(2, 2)], parameters=lambda n, p: n == "weight")
             >>> [tuple(p.shape) for p in matcher.parameters_of(0)]
@@ -246,7 +246,7 @@ class HeterogeneousGradientMatcher(nn.Module):
             The concatenation of ``parameters_of(m)`` over $m$, without duplicates (a parameter shared by two
             models is listed once).
 
-        Example:
+        Examples:
             >>> from torch import nn
             >>> matcher = HeterogeneousGradientMatcher([nn.Linear(2, 2), nn.Linear(2, 3, bias=False)])
             >>> len(matcher.all_parameters())
@@ -298,7 +298,7 @@ class HeterogeneousGradientMatcher(nn.Module):
             - synthetic_x: $(B_s, \ast)$; synthetic_target: $(B_s,)$ or $(B_s, K)$
             - output: $(M,)$
 
-        Example:
+        Examples:
             >>> import torch
             >>> from torch import nn
             >>> matcher = HeterogeneousGradientMatcher([nn.Linear(4, 3), nn.Sequential(nn.Linear(4, 5), nn.Tanh(),
@@ -368,7 +368,7 @@ class HeterogeneousGradientMatcher(nn.Module):
             - real_losses, synthetic_losses: $K$ scalars
             - output: $(K,)$
 
-        Example:
+        Examples:
             >>> import torch
             >>> from torch import nn
             >>> from hmdc_modules.functional.matching import soft_cross_entropy
@@ -443,7 +443,7 @@ class HeterogeneousGradientMatcher(nn.Module):
     def extra_repr(self) -> str:
         """Summary of the matcher's configuration for ``repr``.
 
-        Example:
+        Examples:
             >>> from torch import nn
             >>> HeterogeneousGradientMatcher([nn.Linear(2, 2)], "dc").extra_repr()
             "num_models=1, distance='dc', parameters=all, objective=soft_cross_entropy, eps=1e-06"

@@ -67,47 +67,61 @@ def plot_balancer_history(
     loss_names: Sequence[str] | None = None,
     title: str = "Gradient balancing",
 ) -> Path:
-    """Plot each loss's sampled image-gradient magnitude and its weight over steps, averaged over groups.
+    """Plot each loss's sampled image-gradient magnitude and its weight over sampling rounds (the paper's Figure 4).
+
+    A balancer samples every group (e.g. class) on its own calls, so the records of one round carry different
+    global steps. The x axis is therefore the *round*: the $r$-th sampling call of each group, and each curve is the
+    mean over groups of that round's values (the groups of a condensation step are sampled in the same round).
+    Both axes are logarithmic in $y$: magnitudes and weights both span orders of magnitude.
 
     Args:
-        history: What ``GradientBalancer.history_arrays()`` returns: ``"step"`` $(N)$, ``"magnitudes"`` $(N, K)$,
-            ``"weights"`` $(N, K)$.
+        history: What ``GradientBalancer.history_arrays()`` returns: ``"group"`` $(N)$, ``"magnitudes"``
+            $(N, K)$, ``"weights"`` $(N, K)$, in call order.
         path: Destination PNG file.
         loss_names: Legend names of the $K$ losses.
         title: Figure title.
 
     Returns:
         The destination path.
+
+    Raises:
+        ValueError: If ``history`` lacks one of the keys above.
     """
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    for key in ("step", "magnitudes", "weights"):
+    for key in ("group", "magnitudes", "weights"):
         if key not in history:
             raise ValueError(f"`history` must hold key {key!r}, got keys {sorted(history)}")
-    steps = history["step"].double()
+    groups = history["group"].long()
     magnitudes = history["magnitudes"].double()
     weights = history["weights"].double()
     k = magnitudes.shape[1] if magnitudes.ndim == 2 else 0
     names = list(loss_names) if loss_names is not None else [f"loss {i}" for i in range(k)]
+    # round index of each record: how many earlier records its group has
+    rounds = torch.zeros_like(groups)
+    seen: dict[int, int] = {}
+    for i, g in enumerate(groups.tolist()):
+        rounds[i] = seen.get(g, 0)
+        seen[g] = int(rounds[i]) + 1
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    if steps.numel():
-        unique = torch.unique(steps)
+    if groups.numel() and k:
+        unique = torch.unique(rounds)
         for i in range(k):
-            mean_mag = torch.stack([magnitudes[steps == s, i].mean() for s in unique])
-            mean_w = torch.stack([weights[steps == s, i].mean() for s in unique])
+            mean_mag = torch.stack([magnitudes[rounds == r, i].mean() for r in unique])
+            mean_w = torch.stack([weights[rounds == r, i].mean() for r in unique])
             axes[0].plot(unique.numpy(), mean_mag.numpy(), marker=".", label=names[i])
             axes[1].plot(unique.numpy(), mean_w.numpy(), marker=".", label=names[i])
-        axes[0].set_yscale("log")
+        for ax in axes:
+            ax.set_yscale("log")
+            ax.legend()
     axes[0].set_title("sampled image-gradient magnitude")
     axes[1].set_title("balancing weight")
     for ax in axes:
-        ax.set_xlabel("step")
+        ax.set_xlabel("sampling round (mean over groups)")
         ax.grid(alpha=0.3)
-        if k and steps.numel():
-            ax.legend()
     fig.suptitle(title)
     fig.tight_layout()
     path = Path(path)

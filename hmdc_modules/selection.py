@@ -45,7 +45,7 @@ class KMeansResult(NamedTuple):
         - centroids: $(K, D)$, dtype and device of the input.
         - assignments: $(N,)$, ``torch.int64``.
 
-    Example:
+    Examples:
         >>> x = torch.tensor([[0.0], [0.2], [9.8], [10.0]])
         >>> centroids, assignments, iterations_run = kmeans(x, 2, generator=torch.Generator().manual_seed(0))
         >>> sorted(round(v, 3) for v in centroids.flatten().tolist()), assignments[0] == assignments[1]
@@ -182,7 +182,7 @@ def kmeans(
         - x: $(N, D)$
         - output centroids: $(K, D)$; output assignments: $(N,)$
 
-    Example:
+    Examples:
         >>> g = torch.Generator().manual_seed(0)
         >>> x = torch.cat([torch.randn(20, 2, generator=g) - 5, torch.randn(20, 2, generator=g) + 5])
         >>> result = kmeans(x, 2, generator=g)
@@ -238,7 +238,7 @@ def nearest_to_centroids(x: Tensor, centroids: Tensor, *, unique: bool = False) 
         - centroids: $(K, D)$
         - output: $(K,)$
 
-    Example:
+    Examples:
         >>> x = torch.tensor([[0.0, 0.0], [1.0, 0.0], [5.0, 5.0]])
         >>> nearest_to_centroids(x, torch.tensor([[0.2, 0.0], [0.1, 0.0]]))
         tensor([0, 0])
@@ -314,7 +314,7 @@ def select_representatives(
         - embeddings: $(N, D)$
         - output: $(K,)$, or $(N,)$ when ``unique=True`` and $K \\ge N$.
 
-    Example:
+    Examples:
         >>> g = torch.Generator().manual_seed(0)
         >>> features = torch.randn(100, 8, generator=g)
         >>> select_representatives(features, 10, unique=True, generator=g).unique().numel()
@@ -373,7 +373,7 @@ def embed(
         - images: $(N, *)$, e.g. $(N, C, H, W)$
         - output: $(N, D)$ with $D$ the number of elements of one image's output.
 
-    Example:
+    Examples:
         >>> net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.AdaptiveAvgPool2d(2))
         >>> embed(net, torch.rand(10, 3, 8, 8), batch_size=4).shape
         torch.Size([10, 16])

@@ -59,7 +59,7 @@ def auto_adapter(model: nn.Module, **kwargs: Any) -> FeatureAdapter:
         TypeError: If ``model`` is not a module, or belongs to no family above.
         ValueError: If ``model`` is already an adapter and ``kwargs`` are given (they could not be applied).
 
-    Example:
+    Examples:
         >>> import timm
         >>> from hmdc_modules.models.convnet import ConvNet
         >>> type(auto_adapter(ConvNet())).__name__

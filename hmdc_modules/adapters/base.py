@@ -77,7 +77,7 @@ class FeatureAdapter(nn.Module, ABC):
         - Input: $(B, C, H, W)$.
         - Output: logits $(B, K)$ and $L$ feature maps, semantic $(B, C_l)$, spatial $(B, C_l, H_l, W_l)$.
 
-    Example:
+    Examples:
         >>> from hmdc_modules.adapters import CNNAdapter
         >>> from hmdc_modules.models.convnet import ConvNet
         >>> adapter = CNNAdapter(ConvNet(width=16), input_size=32)  # a concrete FeatureAdapter
@@ -146,7 +146,7 @@ class FeatureAdapter(nn.Module, ABC):
             TypeError: If ``image_size`` or ``in_channels`` is not an int (pair).
             ValueError: If a value is below 1.
 
-        Example:
+        Examples:
             >>> from hmdc_modules.adapters import CNNAdapter
             >>> from hmdc_modules.models.convnet import ConvNet
             >>> CNNAdapter(ConvNet(width=16)).feature_specs(32)[-1]

@@ -38,7 +38,7 @@ class CNNAdapter(HookAdapter):
         - Input: $(B, C, H, W)$.
         - Output: logits $(B, K)$; feature $l$: semantic $(B, C_l)$, spatial $(B, C_l, H_l, W_l)$.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from hmdc_modules.models.convnet import ConvNet
         >>> adapter = CNNAdapter(ConvNet(width=16))

@@ -35,7 +35,7 @@ def default_output_fn(output: Any) -> Tensor:
     Raises:
         TypeError: If no tensor can be found in ``output`` this way.
 
-    Example:
+    Examples:
         >>> import torch
         >>> default_output_fn((torch.zeros(2, 10), torch.ones(2, 10))).sum().item()
         0.0
@@ -137,7 +137,7 @@ class HookAdapter(FeatureAdapter):
         - Input: $(B, C, H, W)$.
         - Output: logits $(B, K)$; feature $l$: semantic $(B, C_l)$, spatial $(B, C_l, H_l, W_l)$.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torch import nn
         >>> net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),

@@ -14,7 +14,7 @@ from torch import Tensor
 from hmdc_modules._validation import check_choice, check_positive_int, check_tensor, describe
 from hmdc_modules.features import FeatureMap
 
-__all__ = ["LAYOUTS", "SEMANTICS", "to_feature_map"]
+__all__ = ["LAYOUTS", "SEMANTICS", "semantic_vector", "to_feature_map"]
 
 LAYOUTS: tuple[str, ...] = ("nchw", "nhwc", "nlc")
 """Memory layouts [`to_feature_map`][hmdc_modules.adapters.layout.to_feature_map] understands."""
@@ -59,7 +59,7 @@ def semantic_vector(spatial: Tensor, prefix: Tensor | None, semantic: str, *, na
         - prefix: $(B, P, C)$.
         - Output: $(B, C)$.
 
-    Example:
+    Examples:
         >>> import torch
         >>> semantic_vector(torch.ones(2, 4, 3, 3), None, "auto").shape
         torch.Size([2, 4])
@@ -119,7 +119,7 @@ def to_feature_map(
         - Output: semantic $(B, C)$ and spatial $(B, C, H, W)$ (for ``"nlc"``: $(B, D)$ and
           $(B, D, g_h, g_w)$).
 
-    Example:
+    Examples:
         >>> import torch
         >>> tokens = torch.randn(2, 1 + 16, 8)  # CLS + a 4x4 grid of 8-dim patch tokens
         >>> fm = to_feature_map(tokens, "nlc", num_prefix_tokens=1)

@@ -90,7 +90,7 @@ class TimmAdapter(FeatureAdapter):
         - Input: $(B, C, H, W)$.
         - Output: logits $(B, K)$; feature $l$: semantic $(B, C_l)$, spatial $(B, C_l, H_l, W_l)$.
 
-    Example:
+    Examples:
         >>> import timm, torch
         >>> vit = timm.create_model("test_vit", num_classes=10, img_size=32, patch_size=4)
         >>> adapter = TimmAdapter(vit, indices=2)

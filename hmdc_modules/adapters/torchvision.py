@@ -73,7 +73,7 @@ class TorchvisionAdapter(HookAdapter):
         - Input: $(B, C, H, W)$.
         - Output: logits $(B, K)$; feature $l$: semantic $(B, C_l)$, spatial $(B, C_l, H_l, W_l)$.
 
-    Example:
+    Examples:
         >>> import torch, torchvision
         >>> adapter = TorchvisionAdapter(torchvision.models.resnet18(weights=None, num_classes=10))
         >>> adapter.layer_names

@@ -43,7 +43,7 @@ class ViTAdapter(HookAdapter):
         - Input: $(B, C, H, W)$.
         - Output: logits $(B, K)$; feature $l$: semantic $(B, D)$, spatial $(B, D, g_h, g_w)$.
 
-    Example:
+    Examples:
         >>> import timm, torch
         >>> vit = timm.create_model("test_vit", num_classes=10, img_size=32, patch_size=4)
         >>> adapter = ViTAdapter(vit, [f"blocks.{i}" for i in range(len(vit.blocks))])

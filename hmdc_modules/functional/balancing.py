@@ -58,7 +58,7 @@ def balance_weights(magnitudes: Tensor) -> Tensor:
         - magnitudes: $(*, K)$
         - output: $(*, K)$
 
-    Example:
+    Examples:
         >>> import torch
         >>> balance_weights(torch.tensor([2.0, 0.5, 8.0]))
         tensor([0.2500, 1.0000, 0.0625])
@@ -90,9 +90,11 @@ def normalize_image_gradients(grad: Tensor, eps: float = 1e-6) -> Tensor:
     image optimiser step. A slice that is entirely zero stays zero (also with ``eps=0``).
 
     The function returns a new tensor. To normalise a gradient in place, e.g. between ``backward`` and
-    ``optimizer.step()``, write the result back::
+    ``optimizer.step()``, write the result back:
 
-        images.grad.copy_(normalize_image_gradients(images.grad))
+    ```python
+    images.grad.copy_(normalize_image_gradients(images.grad))
+    ```
 
     Args:
         grad: The gradient (or any tensor) to normalise; the last three dimensions are channels, height and
@@ -111,7 +113,7 @@ def normalize_image_gradients(grad: Tensor, eps: float = 1e-6) -> Tensor:
         - grad: $(*, C, H, W)$
         - output: $(*, C, H, W)$
 
-    Example:
+    Examples:
         >>> import torch
         >>> g = torch.tensor([[[[0.5, -2.0], [1.0, 0.0]]]])  # one image, one channel, 2x2
         >>> normalize_image_gradients(g, eps=0.0)

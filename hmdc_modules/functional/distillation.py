@@ -17,10 +17,10 @@ from hmdc_modules._validation import check_choice, check_non_negative_float, che
 
 __all__ = ["DISTANCES", "REDUCTIONS", "mutual_distillation_loss"]
 
-#: Element-wise distances accepted by ``distance=``.
 DISTANCES: tuple[str, ...] = ("mse", "l1", "smooth_l1")
-#: Reductions accepted by ``reduction=``.
+"""Element-wise distances accepted by ``distance=``."""
 REDUCTIONS: tuple[str, ...] = ("mean", "sum", "none")
+"""Reductions accepted by ``reduction=``."""
 
 
 def _check_pair(names: tuple[str, str], input: Tensor, target: Tensor) -> None:
@@ -91,7 +91,7 @@ def mutual_distillation_loss(
         - target: $(*)$, the same shape as ``input``.
         - output: $()$ for ``"mean"`` and ``"sum"``, $(*)$ for ``"none"``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> a, b = torch.zeros(2, 4, 17, 8), torch.ones(2, 4, 17, 8)
         >>> mutual_distillation_loss(a, b)

@@ -9,7 +9,7 @@ Note:
     Gradient matching differentiates through ``torch.autograd.grad`` (autograd through autograd). ``torch.compile``
     cannot trace that, so these functions are meant to run eagerly; compile the models themselves if you wish.
 
-Example:
+Examples:
     >>> import torch
     >>> from torch import nn
     >>> from hmdc_modules.functional.matching import match_gradients, soft_cross_entropy
@@ -44,10 +44,10 @@ from hmdc_modules._validation import (
 
 __all__ = ["DISTANCES", "REDUCTIONS", "gradient_distance", "match_gradients", "soft_cross_entropy"]
 
-#: The distances accepted by [`gradient_distance`][hmdc_modules.functional.matching.gradient_distance].
 DISTANCES: tuple[str, ...] = ("sse", "mse", "cosine", "dc")
-#: The reductions accepted by [`soft_cross_entropy`][hmdc_modules.functional.matching.soft_cross_entropy].
+"""The distances accepted by [`gradient_distance`][hmdc_modules.functional.matching.gradient_distance]."""
 REDUCTIONS: tuple[str, ...] = ("mean", "sum", "none")
+"""The reductions accepted by [`soft_cross_entropy`][hmdc_modules.functional.matching.soft_cross_entropy]."""
 
 
 def soft_cross_entropy(logits: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
@@ -77,7 +77,7 @@ def soft_cross_entropy(logits: Tensor, target: Tensor, reduction: str = "mean") 
         - target: $(B,)$ (indices) or $(B, K)$ (probabilities)
         - output: $()$, or $(B,)$ if ``reduction="none"``
 
-    Example:
+    Examples:
         >>> import torch
         >>> logits = torch.tensor([[2.0, 0.0], [0.0, 2.0]])
         >>> hard = soft_cross_entropy(logits, torch.tensor([0, 1]))
@@ -176,7 +176,7 @@ def gradient_distance(
         - real, synthetic: $P$ tensors; ``real[p]`` and ``synthetic[p]`` share any shape.
         - output: $()$
 
-    Example:
+    Examples:
         >>> import torch
         >>> a = [torch.ones(2, 3), torch.zeros(2)]
         >>> b = [torch.zeros(2, 3), torch.ones(2)]
@@ -333,7 +333,7 @@ def match_gradients(
         - real_loss, synthetic_loss: $()$
         - output: $()$
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torch import nn
         >>> net = nn.Linear(3, 2)

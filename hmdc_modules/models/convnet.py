@@ -59,7 +59,7 @@ class ConvNet(nn.Module):
         - Input: $(B, C_{in}, H, H)$ with $H$ equal to ``image_size``.
         - Output: $(B, K)$.
 
-    Example:
+    Examples:
         >>> net = ConvNet(num_classes=10)
         >>> net(torch.zeros(2, 3, 32, 32)).shape
         torch.Size([2, 10])
@@ -123,7 +123,7 @@ class ConvNet(nn.Module):
         BatchNorm running statistics are reset too. Use this to draw a fresh network between condensation
         iterations without rebuilding the module (optimisers holding its parameters stay valid).
 
-        Example:
+        Examples:
             >>> net = ConvNet(width=8)
             >>> before = net.classifier.weight.clone()
             >>> net.reset_parameters()

@@ -25,7 +25,7 @@ def disable_fused_attention(model: nn.Module) -> int:
     Returns:
         The number of attention modules switched.
 
-    Example:
+    Examples:
         >>> import timm
         >>> vit = timm.create_model("test_vit", num_classes=10, img_size=32, patch_size=4)
         >>> disable_fused_attention(vit) > 0
@@ -124,7 +124,7 @@ def create_model(
     Raises:
         ValueError: If ``name`` is not ``"convnet"`` and not a timm model name.
 
-    Example:
+    Examples:
         >>> vit = create_model("test_vit", num_classes=10, image_size=32, patch_size=4)
         >>> vit(torch.zeros(2, 3, 32, 32)).shape
         torch.Size([2, 10])

@@ -1,0 +1,76 @@
+"""Atomic checkpoints, and the figures a run writes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from hmdc_modules import GradientBalancer, load_checkpoint, plot_balancer_history, save_checkpoint, save_image_grid
+
+
+def test_checkpoint_round_trip_and_weights_only(tmp_path: Path) -> None:
+    state = {"x": torch.arange(6.0).view(2, 3), "step": 4, "names": ["a", "b"], "nested": {"lr": 0.1}}
+    path = save_checkpoint(state, tmp_path / "sub" / "ckpt.pt")
+    loaded = load_checkpoint(path)
+    assert torch.equal(loaded["x"], state["x"]) and loaded["step"] == 4 and loaded["nested"] == {"lr": 0.1}
+    assert [p.name for p in path.parent.iterdir()] == ["ckpt.pt"]  # no temporary file left
+
+
+def test_failed_write_keeps_previous_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = save_checkpoint({"v": 1}, tmp_path / "ckpt.pt")
+    before = path.read_bytes()
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", crash)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint({"v": 2}, path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]
+
+
+def test_checkpoint_errors(tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match="`state`"):
+        save_checkpoint([1, 2], tmp_path / "x.pt")  # type: ignore[arg-type]
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        load_checkpoint(tmp_path / "missing.pt")
+    torch.save([1, 2], tmp_path / "list.pt")
+    with pytest.raises(ValueError, match="checkpoint dict"):
+        load_checkpoint(tmp_path / "list.pt")
+
+
+def test_image_grid_has_one_row_per_class(tmp_path: Path) -> None:
+    images = torch.zeros(3, 2, 3, 8, 8)  # 3 classes, 2 images each, in [0, 1]
+    images[1] = 1.0
+    path = save_image_grid(images, tmp_path / "grid.png")
+    grid = torch.from_numpy(np.asarray(Image.open(path).convert("L"))).int()
+    assert grid.shape == (3 * 8 + 4 * 2, 2 * 8 + 3 * 2)  # torchvision's 2-pixel padding
+    row = lambda r: grid[2 + r * 10 : 2 + r * 10 + 8, 2:10]  # noqa: E731
+    assert int(row(0).max()) == 0 and int(row(1).min()) == 255 and int(row(2).max()) == 0
+
+
+def test_image_grid_undoes_normalisation(tmp_path: Path) -> None:
+    mean, std = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
+    path = save_image_grid(torch.full((1, 3, 4, 4), 2.0), tmp_path / "g.png", mean=mean, std=std)  # pixel = 1.0
+    assert int(np.asarray(Image.open(path).convert("L")).min()) == 255
+    with pytest.raises(ValueError, match="`mean` and `std`"):
+        save_image_grid(torch.zeros(1, 3, 4, 4), tmp_path / "h.png", mean=mean)
+    with pytest.raises(ValueError, match="`images`"):
+        save_image_grid(torch.zeros(3, 4, 4), tmp_path / "h.png")
+
+
+def test_balancer_plot_from_history(tmp_path: Path) -> None:
+    balancer = GradientBalancer(2, num_groups=2, interval=1, loss_names=["small", "large"])
+    x = torch.ones(4, requires_grad=True)
+    for step in range(3):
+        for group in range(2):
+            balancer([x.sum() * 1e-3, x.sum() * (step + 1)], x, group=group)
+    path = plot_balancer_history(balancer.history_arrays(), tmp_path / "b.png", loss_names=["small", "large"])
+    assert Image.open(path).size[0] > 300
+    with pytest.raises(ValueError, match="`history`"):
+        plot_balancer_history({"group": torch.zeros(0)}, tmp_path / "c.png")
