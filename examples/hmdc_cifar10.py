@@ -52,6 +52,7 @@ from hmdc_modules import (
     normalize,
     normalize_image_gradients,
     plot_balancer_history,
+    plot_metrics,
     save_checkpoint,
     save_image_grid,
     save_synthetic_set,
@@ -584,6 +585,13 @@ class RunFolder:
             iteration=completed_iterations,
         )
         save_image_grid(syn, self.root / "grid.png", mean=CIFAR10_MEAN, std=CIFAR10_STD, scale=2)
+        if self.metrics.exists() and completed_iterations:
+            plot_metrics(
+                self.metrics,
+                self.root / "losses.png",
+                columns=[*loss_names(cfg), "model_loss"],
+                title="HMDC losses per image update",
+            )
         if state.balancer is not None:
             plot_balancer_history(
                 state.balancer.history_arrays(),

@@ -34,7 +34,7 @@ from hmdc_modules.formation import decode_formation, decode_formation_labels, en
 from hmdc_modules.functional import normalize_image_gradients, soft_cross_entropy
 from hmdc_modules.matching import HeterogeneousGradientMatcher
 from hmdc_modules.models import ConvNet, create_model
-from hmdc_modules.plotting import plot_balancer_history, save_image_grid
+from hmdc_modules.plotting import plot_balancer_history, plot_metrics, save_image_grid
 from hmdc_modules.selection import KMeansResult, kmeans, nearest_to_centroids, select_representatives
 
 try:
@@ -82,6 +82,7 @@ __all__ = [
     "normalize",
     "normalize_image_gradients",
     "plot_balancer_history",
+    "plot_metrics",
     "read_synthetic_set",
     "save_checkpoint",
     "save_image_grid",

@@ -10,7 +10,7 @@ from torch import Tensor
 
 from hmdc_modules._validation import check_tensor
 
-__all__ = ["plot_balancer_history", "save_image_grid"]
+__all__ = ["plot_balancer_history", "plot_metrics", "save_image_grid"]
 
 
 def save_image_grid(
@@ -121,6 +121,67 @@ def plot_balancer_history(
     axes[1].set_title("balancing weight")
     for ax in axes:
         ax.set_xlabel("sampling round (mean over groups)")
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_metrics(
+    metrics_csv: str | Path,
+    path: str | Path,
+    *,
+    columns: Sequence[str],
+    x: str = "global_step",
+    title: str = "Losses",
+) -> Path:
+    """Plot columns of a run's ``metrics.csv`` against a step column, one panel per column, log-scaled $y$.
+
+    Args:
+        metrics_csv: A CSV file with a header row, e.g. the ``metrics.csv`` the reference example writes.
+        path: Destination PNG file.
+        columns: The columns to plot.
+        x: The column used as the $x$ axis.
+        title: Figure title.
+
+    Returns:
+        The destination path.
+
+    Raises:
+        FileNotFoundError: If ``metrics_csv`` does not exist.
+        ValueError: If ``columns`` is empty or names a column the file lacks.
+    """
+    import csv
+
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    metrics_csv = Path(metrics_csv)
+    if not metrics_csv.is_file():
+        raise FileNotFoundError(f"`metrics_csv`: no file at {str(metrics_csv)!r}")
+    if not columns:
+        raise ValueError("`columns` must name at least one column, got none")
+    with metrics_csv.open() as handle:
+        rows = list(csv.DictReader(handle))
+    available = list(rows[0]) if rows else []
+    for name in (x, *columns):
+        if rows and name not in available:
+            raise ValueError(f"`columns`: {name!r} is not a column of {metrics_csv.name}; it has {available}")
+    fig, axes = plt.subplots(1, len(columns), figsize=(3.4 * len(columns), 3.2), squeeze=False)
+    steps = [float(r[x]) for r in rows]
+    for ax, name in zip(axes[0], columns, strict=True):
+        values = [float(r[name]) for r in rows]
+        ax.plot(steps, values, marker=".")
+        if values and min(values) > 0:
+            ax.set_yscale("log")
+        ax.set_title(name)
+        ax.set_xlabel(x)
         ax.grid(alpha=0.3)
     fig.suptitle(title)
     fig.tight_layout()

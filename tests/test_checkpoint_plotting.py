@@ -9,7 +9,14 @@ import pytest
 import torch
 from PIL import Image
 
-from hmdc_modules import GradientBalancer, load_checkpoint, plot_balancer_history, save_checkpoint, save_image_grid
+from hmdc_modules import (
+    GradientBalancer,
+    load_checkpoint,
+    plot_balancer_history,
+    plot_metrics,
+    save_checkpoint,
+    save_image_grid,
+)
 
 
 def test_checkpoint_round_trip_and_weights_only(tmp_path: Path) -> None:
@@ -74,3 +81,16 @@ def test_balancer_plot_from_history(tmp_path: Path) -> None:
     assert Image.open(path).size[0] > 300
     with pytest.raises(ValueError, match="`history`"):
         plot_balancer_history({"group": torch.zeros(0)}, tmp_path / "c.png")
+
+
+def test_metrics_plot_and_its_errors(tmp_path: Path) -> None:
+    csv_path = tmp_path / "metrics.csv"
+    csv_path.write_text("global_step,gm_a,md\n0,2.0,0.5\n1,1.0,0.25\n")
+    path = plot_metrics(csv_path, tmp_path / "losses.png", columns=["gm_a", "md"])
+    assert Image.open(path).size == (680, 320)  # two 3.4 x 3.2 inch panels at 100 dpi
+    with pytest.raises(ValueError, match="'nope' is not a column"):
+        plot_metrics(csv_path, tmp_path / "x.png", columns=["nope"])
+    with pytest.raises(ValueError, match="`columns`"):
+        plot_metrics(csv_path, tmp_path / "x.png", columns=[])
+    with pytest.raises(FileNotFoundError, match="`metrics_csv`"):
+        plot_metrics(tmp_path / "missing.csv", tmp_path / "x.png", columns=["md"])

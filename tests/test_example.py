@@ -58,7 +58,8 @@ def run_subprocess(args: list[str], **kwargs) -> subprocess.Popen:
 def test_tiny_run_writes_every_artefact(example: ModuleType, fake_cifar: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     assert example.main([*TINY, "--data-root", str(fake_cifar), "--out", str(out)]) == 0
-    for name in ("config.json", "synthetic.pt", "grid.png", "balancer.png", "metrics.csv", "checkpoint.pt"):
+    artefacts = ("config.json", "synthetic.pt", "grid.png", "balancer.png", "losses.png", "metrics.csv")
+    for name in (*artefacts, "checkpoint.pt"):
         assert (out / name).is_file(), name
     config = json.loads((out / "config.json").read_text())
     assert config["ipc"] == 1 and config["model_b"] == "test_vit"
