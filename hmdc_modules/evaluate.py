@@ -103,8 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--models",
-        default=",".join(PAPER_POOL),
-        help="comma-separated 'convnet' or timm names, or 'paper' for the paper's seven (default: %(default)s)",
+        default=_PAPER_ALIAS,
+        help="comma-separated 'convnet' or timm names; 'paper' (the default) stands for the paper's seven: "
+        + ", ".join(PAPER_POOL),
     )
     parser.add_argument(
         "--seeds",

@@ -187,17 +187,17 @@ def plan_cells(sets: Sequence[SetSpec], models: Sequence[ModelSpec], seeds: Sequ
     for seed in seeds:
         check_positive_int("seeds", seed, minimum=0)
     _check_unique("sets", [s.name for s in sets], "set names")
-    _check_unique("models", [m.display_name for m in models], "model labels (give `label` to tell them apart)")
+    _check_unique("models", [m.display_name for m in models], "model labels", " (give `label` to tell them apart)")
     _check_unique("seeds", list(seeds), "seeds")
     cells = [Cell(s, m, seed) for s in sets for m in models for seed in seeds]
-    _check_unique("sets", [c.key for c in cells], "cell keys (names that differ only in special characters)")
+    _check_unique("sets", [c.key for c in cells], "cell keys", " (names may not differ only in special characters)")
     return cells
 
 
-def _check_unique(arg: str, values: list[Any], what: str) -> None:
+def _check_unique(arg: str, values: list[Any], what: str, hint: str = "") -> None:
     repeated = sorted({str(v) for v in values if values.count(v) > 1})
     if repeated:
-        raise ValueError(f"`{arg}`: {what} must be unique, got repeats {repeated}")
+        raise ValueError(f"`{arg}`: {what} must be unique{hint}, got repeats {repeated}")
 
 
 @dataclass(frozen=True)

@@ -61,24 +61,28 @@ def plot_accuracy_bars(
     FigureCanvasAgg(figure)
     axes = figure.subplots(len(metrics), 1, squeeze=False)[:, 0]
     for ax, metric in zip(axes, metrics, strict=True):
+        top = 0.0
         for i, set_name in enumerate(sets):
             xs, heights, errors = [], [], []
             for j, model in enumerate(models):
                 row = lookup.get((set_name, model))
                 if row is None:
                     continue
-                std = getattr(row, f"{metric}_std")
                 xs.append(j + (i - (len(sets) - 1) / 2) * width)
                 heights.append(getattr(row, f"{metric}_mean"))
-                errors.append(0.0 if std is None else std)
-            ax.bar(xs, heights, width=width, yerr=errors, capsize=2, label=set_name)
+                errors.append(getattr(row, f"{metric}_std"))
+            ax.bar(xs, heights, width=width, label=set_name)
+            spread = [(x, h, e) for x, h, e in zip(xs, heights, errors, strict=True) if e is not None]
+            if spread:  # no error bar where the standard deviation is undefined (one seed, averages)
+                ax.errorbar(*zip(*spread, strict=True), fmt="none", ecolor="black", elinewidth=1, capsize=2)
+            top = max([top, *(h + (e or 0.0) for h, e in zip(heights, errors, strict=True))])
         ax.set_xticks(range(len(models)))
         ax.set_xticklabels(models, rotation=20, ha="right", fontsize=8)
         ax.set_ylabel("accuracy (%)")
         ax.set_title(METRICS[metric], fontsize=9)
-        ax.set_ylim(bottom=0)
+        ax.set_ylim(0, max(1.0, top) * 1.25)  # headroom for the legend
         ax.grid(axis="y", alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="upper left", ncol=min(len(sets), 4))
     figure.suptitle(title)
     figure.tight_layout()
     path = Path(path)

@@ -239,7 +239,8 @@ def evaluate_accuracy(
 def _batches(order: Tensor, batch_size: int) -> list[Tensor]:
     chunks = list(order.split(batch_size))
     if len(chunks) > 1 and chunks[-1].numel() == 1:  # BatchNorm cannot train on a single image
-        chunks[-2] = torch.cat([chunks[-2], chunks.pop()])
+        last = chunks.pop()
+        chunks[-1] = torch.cat([chunks[-1], last])
     return chunks
 
 
