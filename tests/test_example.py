@@ -24,7 +24,7 @@ EXAMPLE = REPO / "examples" / "hmdc_cifar10.py"
 TINY = [
     "--classes", "0,1", "--ipc", "1", "--factor", "2", "--iterations", "2", "--inner-steps", "2",
     "--model-steps", "1", "--projection-steps", "1", "--batch-real", "4", "--batch-train", "8",
-    "--select-every", "1", "--balance-interval", "1", "--model-b", "test_vit", "--quiet",
+    "--select-every", "1", "--balance-interval", "1", "--model-b", "test_vit", "--real-per-class", "0", "--quiet",
 ]  # fmt: skip
 
 
