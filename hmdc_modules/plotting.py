@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -11,6 +12,27 @@ from torch import Tensor
 from hmdc_modules._validation import check_tensor
 
 __all__ = ["plot_balancer_history", "plot_metrics", "save_image_grid"]
+
+
+def _pyplot() -> Any:
+    """``matplotlib.pyplot`` on the non-interactive Agg backend (imported lazily: no import side effects)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save_figure(fig: Any, path: str | Path, title: str) -> Path:
+    """Title, lay out and write ``fig`` as a PNG (creating the folder), then close it."""
+    fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    _pyplot().close(fig)
+    return path
 
 
 def save_image_grid(
@@ -87,10 +109,7 @@ def plot_balancer_history(
     Raises:
         ValueError: If ``history`` lacks one of the keys above.
     """
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     for key in ("group", "magnitudes", "weights"):
         if key not in history:
@@ -122,13 +141,7 @@ def plot_balancer_history(
     for ax in axes:
         ax.set_xlabel("sampling round (mean over groups)")
         ax.grid(alpha=0.3)
-    fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save_figure(fig, path, title)
 
 
 def plot_metrics(
@@ -157,10 +170,7 @@ def plot_metrics(
     """
     import csv
 
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     metrics_csv = Path(metrics_csv)
     if not metrics_csv.is_file():
@@ -183,10 +193,4 @@ def plot_metrics(
         ax.set_title(name)
         ax.set_xlabel(x)
         ax.grid(alpha=0.3)
-    fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save_figure(fig, path, title)

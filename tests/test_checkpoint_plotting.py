@@ -55,7 +55,7 @@ def test_image_grid_has_one_row_per_class(tmp_path: Path) -> None:
     images = torch.zeros(3, 2, 3, 8, 8)  # 3 classes, 2 images each, in [0, 1]
     images[1] = 1.0
     path = save_image_grid(images, tmp_path / "grid.png")
-    grid = torch.from_numpy(np.asarray(Image.open(path).convert("L"))).int()
+    grid = torch.from_numpy(np.array(Image.open(path).convert("L"))).int()
     assert grid.shape == (3 * 8 + 4 * 2, 2 * 8 + 3 * 2)  # torchvision's 2-pixel padding
     row = lambda r: grid[2 + r * 10 : 2 + r * 10 + 8, 2:10]  # noqa: E731
     assert int(row(0).max()) == 0 and int(row(1).min()) == 255 and int(row(2).max()) == 0
