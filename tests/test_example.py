@@ -259,3 +259,24 @@ def test_resume_refuses_changed_settings(example: ModuleType, fake_cifar: Path, 
         example.run(example.parse_config([*base, "--resume", "--lr-img", "0.1"]))
     with pytest.raises(SystemExit, match="no checkpoint"):
         example.run(example.parse_config([*base, "--resume", "--out", str(tmp_path / "none")]))
+
+
+def test_docs_preset_table_matches_the_presets(example: ModuleType) -> None:
+    """The how-to's preset table is the documentation users read: it must state the presets' real values."""
+    page = (REPO / "docs" / "howto" / "run-the-example.md").read_text()
+    cpu, paper = example.parse_config([]), example.parse_config(["--preset", "paper"])
+    rows = {
+        "--iterations": (cpu.iterations, paper.iterations),
+        "--inner-steps": (cpu.inner_steps, paper.inner_steps),
+        "--ipc": (cpu.ipc, paper.ipc),
+    }
+    for flag, (a, b) in rows.items():
+        line = next(row for row in page.splitlines() if row.startswith("|") and f"`{flag}`" in row)
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        assert cells[1:] == [str(a), str(b)], line
+    line = next(row for row in page.splitlines() if "`--model-steps`" in row)
+    assert line.split("|")[2].strip() == f"{cpu.model_steps} / {cpu.projection_steps}"
+    line = next(row for row in page.splitlines() if "`--batch-real`" in row)
+    assert line.split("|")[2].strip() == f"{cpu.batch_real}, {cpu.batch_train}"
+    line = next(row for row in page.splitlines() if "`--real-per-class`" in row)
+    assert line.split("|")[2].strip() == str(cpu.real_per_class)
