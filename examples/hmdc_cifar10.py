@@ -696,8 +696,10 @@ def run(cfg: Config) -> Path:
                     tqdm.write(f"stopped; resume with --resume --out {cfg.out}")
                     return folder.root
             state.iteration, state.step = state.iteration + 1, 0
-            save_checkpoint(checkpoint_payload(cfg, state, None), folder.checkpoint)
+            # artefacts first: a kill between the two writes leaves the older checkpoint, and resuming redoes the
+            # (deterministic) iteration and rewrites the same artefacts
             folder.save_artefacts(cfg, state, real, completed_iterations=state.iteration)
+            save_checkpoint(checkpoint_payload(cfg, state, None), folder.checkpoint)
     except NonFiniteLoss as err:
         raise SystemExit(f"error: {err}; stopping. The last checkpoint ({folder.checkpoint}) is intact.") from err
     finally:
