@@ -128,14 +128,19 @@ class SummaryRow:
         return asdict(self)
 
 
-def _check_results(results: Any) -> list[CellResult]:
-    if isinstance(results, str | bytes) or not isinstance(results, Iterable):
-        raise TypeError(f"`results` must be a list of CellResult, got {describe(results)}")
-    items = list(results)
+def _check_list_of(name: str, values: Any, kind: type) -> list[Any]:
+    """``values`` as a list, checking that it is an iterable (not a string) of ``kind`` objects."""
+    if isinstance(values, str | bytes) or not isinstance(values, Iterable):
+        raise TypeError(f"`{name}` must be a list of {kind.__name__}, got {describe(values)}")
+    items = list(values)
     for item in items:
-        if not isinstance(item, CellResult):
-            raise TypeError(f"`results` must hold CellResult objects, got {describe(item)}")
+        if not isinstance(item, kind):
+            raise TypeError(f"`{name}` must hold {kind.__name__} objects, got {describe(item)}")
     return items
+
+
+def _check_results(results: Any) -> list[CellResult]:
+    return _check_list_of("results", results, CellResult)
 
 
 def summarize(results: Iterable[CellResult]) -> list[SummaryRow]:
@@ -218,13 +223,7 @@ def summarize(results: Iterable[CellResult]) -> list[SummaryRow]:
 
 
 def _check_rows(rows: Any) -> list[SummaryRow]:
-    if isinstance(rows, str | bytes) or not isinstance(rows, Iterable):
-        raise TypeError(f"`rows` must be a list of SummaryRow, got {describe(rows)}")
-    items = list(rows)
-    for item in items:
-        if not isinstance(item, SummaryRow):
-            raise TypeError(f"`rows` must hold SummaryRow objects, got {describe(item)}")
-    return items
+    return _check_list_of("rows", rows, SummaryRow)
 
 
 def _cell_text(row: SummaryRow | None, metric: str, digits: int) -> str:
