@@ -9,6 +9,11 @@ Make the "Random" baseline (ipc real training images per class, drawn with a see
 
     python -m hmdc_modules.evaluate random --ipc 1 --seed 0 --out runs/random_ipc1
 
+Pool the sets one method condensed with several seeds into one column with --group (repeat once per set):
+
+    python -m hmdc_modules.evaluate runs/hmdc_s0 runs/hmdc_s1 runs/random_s0 runs/random_s1 \\
+        --group hmdc --group hmdc --group random --group random --seeds 1 --out runs/eval/pooled
+
 The output folder receives one JSON record per finished (set, model, seed) cell, so running the same command
 again skips finished cells (an interrupted run continues; different settings for the same folder are refused), and
 results.md, results.csv, results.json and accuracy.png summarising every cell of the folder. Each cell reports the
@@ -99,6 +104,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=None,
         help="report name of the corresponding set, in order (repeat once per set; default: the folder names)",
+    )
+    parser.add_argument(
+        "--group",
+        action="append",
+        default=None,
+        help="report column of the corresponding set, in order (repeat once per set): sets sharing a group, such "
+        "as one method's condensation seeds, are pooled into one mean ± std (default: each set its own column)",
     )
     parser.add_argument(
         "--models",
@@ -261,9 +273,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.name is not None and len(args.name) != len(args.sets):
         parser.error(f"--name must be given once per set: {len(args.sets)} sets but {len(args.name)} names")
+    if args.group is not None and len(args.group) != len(args.sets):
+        parser.error(f"--group must be given once per set: {len(args.sets)} sets but {len(args.group)} groups")
     try:
         names = args.name or [None] * len(args.sets)
-        sets = [SetSpec.from_path(path, name) for path, name in zip(args.sets, names, strict=True)]
+        groups = args.group or [None] * len(args.sets)
+        sets = [
+            SetSpec.from_path(path, name, group) for path, name, group in zip(args.sets, names, groups, strict=True)
+        ]
         models = _model_specs(args, parser)
         settings = EvalSettings(
             epochs=args.epochs,

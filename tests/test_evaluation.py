@@ -64,7 +64,9 @@ def packed_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def fake_result(set_name: str, model: str, family: str, seed: int, best: float, final: float) -> CellResult:
+def fake_result(
+    set_name: str, model: str, family: str, seed: int, best: float, final: float, group: str | None = None
+) -> CellResult:
     return CellResult(
         set_name=set_name,
         set_path=f"{set_name}.pt",
@@ -81,6 +83,7 @@ def fake_result(set_name: str, model: str, family: str, seed: int, best: float, 
         history=[(5, best), (10, final)],
         final_loss=1.0,
         seconds=0.0,
+        set_group=group,
     )
 
 
@@ -351,6 +354,68 @@ def test_table_arithmetic_against_hand_computed_values(tmp_path: Path) -> None:
     assert document["summary"][2]["best_std"] is None and len(document["cells"]) == 7
 
 
+def test_groups_pool_sets_into_one_column_against_hand_computed_values(tmp_path: Path) -> None:
+    # method "m" condensed with two seeds (sets m0, m1), each trained with two seeds; "r" is one set
+    results = [
+        fake_result("m0", "convnet", "cnn", 0, best=50.0, final=40.0, group="m"),
+        fake_result("m0", "convnet", "cnn", 1, best=52.0, final=42.0, group="m"),
+        fake_result("m1", "convnet", "cnn", 0, best=60.0, final=44.0, group="m"),
+        fake_result("m1", "convnet", "cnn", 1, best=58.0, final=46.0, group="m"),
+        fake_result("m0", "vit", "vit", 0, best=30.0, final=30.0, group="m"),
+        fake_result("m1", "vit", "vit", 0, best=34.0, final=31.0, group="m"),
+        fake_result("r", "convnet", "cnn", 0, best=20.0, final=10.0),
+    ]
+    rows = {(r.set_name, r.model): r for r in summarize(results)}
+    assert sorted({name for name, _ in rows}) == ["m", "r"]
+    convnet = rows["m", "convnet"]
+    assert (convnet.best_mean, convnet.num_seeds, convnet.num_sets) == (55.0, 4, 2)
+    # deviations -5, -3, 5, 3: sum of squares 68, over n - 1 = 3
+    assert convnet.best_std == pytest.approx(math.sqrt(68.0 / 3.0))
+    assert convnet.final_std == pytest.approx(math.sqrt(20.0 / 3.0))  # deviations -3, -1, 1, 3
+    vit = rows["m", "vit"]
+    assert (vit.best_mean, vit.num_seeds) == (32.0, 2) and vit.best_std == pytest.approx(math.sqrt(8.0))
+    assert rows["m", "Overall average"].best_mean == pytest.approx(43.5)
+    assert (rows["r", "convnet"].num_sets, rows["r", "convnet"].best_std) == (1, None)
+
+    per_set = {(r.set_name, r.model): r for r in summarize(results, pool_groups=False)}
+    assert sorted({name for name, _ in per_set}) == ["m0", "m1", "r"]
+    assert per_set["m1", "convnet"].best_mean == 59.0 and per_set["m1", "convnet"].num_sets == 1
+    with pytest.raises(TypeError, match="pool_groups"):
+        summarize(results, pool_groups="yes")  # type: ignore[arg-type]
+
+    restored = CellResult.from_dict(results[0].to_dict())
+    assert restored.group == "m" and restored == results[0]
+    legacy = results[-1].to_dict()
+    del legacy["set_group"]  # a record written before groups existed
+    assert CellResult.from_dict(legacy).group == "r"
+    with pytest.raises(TypeError, match="set_group"):
+        CellResult.from_dict(results[0].to_dict() | {"set_group": 3})
+
+
+def test_suite_pools_groups_and_relabels_stored_cells(random_set: Path, fake_cifar: Path, tmp_path: Path) -> None:
+    other = tmp_path / "random_seed1"
+    make_random_real_set(fake_cifar, other, ipc=2, seed=1, progress=False)
+    out, settings = tmp_path / "eval", tiny_settings(fake_cifar, epochs=1)
+    sets = [SetSpec.from_path(random_set, "r0", group="random"), SetSpec.from_path(other, "r1", group="random")]
+    report = run_suite(sets, [TINY_CNN], [0], settings, out, device="cpu", progress=False, log=print)
+    assert [(r.set_name, r.num_sets, r.num_seeds) for r in report.rows if r.kind == "model"] == [("random", 2, 2)]
+    assert report.files["markdown_by_set"].name == "results_by_set.md"
+    by_set = report.files["markdown_by_set"].read_text()
+    assert "| r0 | r1 |" in by_set and "every seed of every set" in (out / "results.md").read_text()
+    accuracies = [r.best_accuracy for r in report.results]
+    assert report.rows[0].best_mean == pytest.approx(sum(accuracies) / 2)
+
+    relabelled = [SetSpec.from_path(random_set, "r0", group="a"), SetSpec.from_path(other, "r1", group="b")]
+    report = run_suite(relabelled, [TINY_CNN], [0], settings, out, device="cpu", progress=False, log=print)
+    assert report.trained == 0 and [r.set_name for r in report.rows if r.kind == "model"] == ["a", "b"]
+    assert json.loads((out / "cells" / "r1--convnet--seed0.json").read_text())["set_group"] == "b"
+    assert "markdown_by_set" not in report.files and not (out / "results_by_set.md").exists()
+    with pytest.raises(ValueError, match="`group` must not be empty"):
+        SetSpec("x", "x.pt", group=" ")
+    with pytest.raises(TypeError, match="`group` must be a str"):
+        SetSpec("x", "x.pt", group=1)  # type: ignore[arg-type]
+
+
 def test_mean_std() -> None:
     assert mean_std([2.0, 4.0]) == (3.0, pytest.approx(math.sqrt(2.0)))
     assert mean_std([7.0]) == (7.0, None)
@@ -451,6 +516,7 @@ def test_command_line(fake_cifar: Path, tmp_path: Path, capsys: pytest.CaptureFi
     for bad, message in (
         (["x", "--seeds", "0"], "seed count must be >= 1"),
         ([str(baseline), "--name", "a", "--name", "b"], "--name must be given once per set"),
+        ([str(baseline), "--group", "a", "--group", "b"], "--group must be given once per set"),
         ([str(baseline), "--models", "convnet", "--lr", "resnet18=0.1"], "not in --models"),
         ([str(baseline), "--models", "nonet", "--out", str(tmp_path / "o")], "timm model name, got 'nonet'"),
         ([str(tmp_path / "none")], "neither a synthetic-set file nor a run folder"),

@@ -69,33 +69,45 @@ class SetSpec:
     """A synthetic set to evaluate: its report name and its file.
 
     Args:
-        name: The name in reports, file names and the output folder.
+        name: The name in file names and per-set reports; unique within a suite.
         path: The synthetic-set file (use [`SetSpec.from_path`][hmdc_modules.evaluation.cells.SetSpec.from_path]
             for run folders).
+        group: The column the set's results are pooled into in the reports (``None``: its own ``name``). Give the
+            sets that one method condensed with different seeds the same group, so that the reported spread holds
+            the condensation's variance as well as the evaluation's.
 
     Raises:
-        TypeError: If ``name`` is not a string or ``path`` not a path.
-        ValueError: If ``name`` is empty.
+        TypeError: If ``name`` or ``group`` is not a string or ``path`` not a path.
+        ValueError: If ``name`` or ``group`` is empty.
 
     Examples:
-        >>> SetSpec("random_ipc1", "runs/random_ipc1/synthetic.pt").name
+        >>> SetSpec("random_ipc1", "runs/random_ipc1/synthetic.pt").group
         'random_ipc1'
+        >>> SetSpec("hmdc_s1", "runs/hmdc_s1/synthetic.pt", group="hmdc").group
+        'hmdc'
     """
 
     name: str
     path: str
+    group: str | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.name, str):
-            raise TypeError(f"`name` must be a str, got {describe(self.name)}")
-        if not self.name.strip():
-            raise ValueError(f"`name` must not be empty, got {self.name!r}")
+        for arg in ("name", "group"):
+            value = getattr(self, arg)
+            if arg == "group" and value is None:
+                continue
+            if not isinstance(value, str):
+                raise TypeError(f"`{arg}` must be a str, got {describe(value)}")
+            if not value.strip():
+                raise ValueError(f"`{arg}` must not be empty, got {value!r}")
+        if self.group is None:
+            object.__setattr__(self, "group", self.name)
         if not isinstance(self.path, str | os.PathLike):
             raise TypeError(f"`path` must be a str or path, got {describe(self.path)}")
         object.__setattr__(self, "path", os.fspath(self.path))
 
     @classmethod
-    def from_path(cls, path: str | os.PathLike[str], name: str | None = None) -> SetSpec:
+    def from_path(cls, path: str | os.PathLike[str], name: str | None = None, group: str | None = None) -> SetSpec:
         """A set from a run folder or a ``.pt`` file, named after its folder unless ``name`` is given.
 
         The default name is the run folder's name for a folder or a ``synthetic.pt`` file, else the file's stem
@@ -107,7 +119,7 @@ class SetSpec:
         file = resolve_set_path(path)
         if name is None:
             name = file.resolve().parent.name if file.name == _SET_FILE else file.stem
-        return cls(name=name, path=str(file))
+        return cls(name=name, path=str(file), group=group)
 
 
 @dataclass(frozen=True)
@@ -222,6 +234,8 @@ class CellResult:
         final_loss: Mean training loss of the last epoch.
         seconds: Wall-clock time of the training and tests.
         settings: The [`EvalSettings`][hmdc_modules.evaluation.training.EvalSettings] as a dict.
+        set_group: The report column the set is pooled into (``None``: ``set_name``; see
+            [`SetSpec`][hmdc_modules.evaluation.cells.SetSpec]).
     """
 
     set_name: str
@@ -240,11 +254,17 @@ class CellResult:
     final_loss: float
     seconds: float
     settings: dict[str, Any] = field(default_factory=dict)
+    set_group: str | None = None
 
     @property
     def model_label(self) -> str:
         """The model's display name."""
         return str(self.model["label"])
+
+    @property
+    def group(self) -> str:
+        """The report column: ``set_group``, or ``set_name`` when no group was given."""
+        return self.set_group if self.set_group is not None else self.set_name
 
     @property
     def family(self) -> str:
@@ -275,6 +295,7 @@ class CellResult:
             "final_loss": self.final_loss,
             "seconds": self.seconds,
             "settings": dict(self.settings),
+            "set_group": self.set_group,
         }
 
     @classmethod
@@ -287,7 +308,7 @@ class CellResult:
         """
         if not isinstance(data, Mapping):
             raise TypeError(f"`data` must be a dict, got {describe(data)}")
-        required = [f for f in cls.__dataclass_fields__ if f != "settings"]
+        required = [f for f in cls.__dataclass_fields__ if f not in ("settings", "set_group")]
         missing = [f for f in required if f not in data]
         if missing:
             raise ValueError(f"`data` is not a cell result: missing fields {missing}")
@@ -295,4 +316,7 @@ class CellResult:
         values["history"] = [(int(e), float(a)) for e, a in data["history"]]
         values["classes"] = [int(c) for c in data["classes"]]
         values["model"] = dict(data["model"])
-        return cls(**values, settings=dict(data.get("settings", {})))
+        group = data.get("set_group")
+        if group is not None and not isinstance(group, str):
+            raise TypeError(f"`data['set_group']` must be a str or None, got {describe(group)}")
+        return cls(**values, settings=dict(data.get("settings", {})), set_group=group)

@@ -38,8 +38,8 @@ def plot_accuracy_bars(
 
     Examples:
         >>> import tempfile, pathlib
-        >>> rows = [SummaryRow("a", "convnet", "model", "cnn", 2, 1, 48.0, 1.0, 50.0, 2.0),
-        ...         SummaryRow("b", "convnet", "model", "cnn", 1, 1, 40.0, None, 41.0, None)]
+        >>> rows = [SummaryRow("a", "convnet", "model", "cnn", 1, 2, 1, 48.0, 1.0, 50.0, 2.0),
+        ...         SummaryRow("b", "convnet", "model", "cnn", 1, 1, 1, 40.0, None, 41.0, None)]
         >>> plot_accuracy_bars(rows, pathlib.Path(tempfile.mkdtemp()) / "bars.png").name
         'bars.png'
     """

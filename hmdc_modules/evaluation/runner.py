@@ -6,7 +6,8 @@ The output folder holds
 - ``cells/<set>--<model>--seed<seed>.json``: one [`CellResult`][hmdc_modules.evaluation.cells.CellResult] per
   finished cell, each written atomically (temporary file, then rename);
 - ``results.md``, ``results.csv``, ``results.json``: the summary
-  ([`summarize`][hmdc_modules.evaluation.tables.summarize]);
+  ([`summarize`][hmdc_modules.evaluation.tables.summarize]), one column per set or group of sets;
+- ``results_by_set.md``: when a group pools several sets, the same tables with one column per set;
 - ``accuracy.png``: the bar chart ([`plot_accuracy_bars`][hmdc_modules.evaluation.charts.plot_accuracy_bars]).
 
 A cell whose record exists is skipped, so an interrupted evaluation continues where it stopped and more sets,
@@ -15,6 +16,7 @@ models or seeds can be added to a folder later. The reports cover every record i
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Callable, Sequence
@@ -109,7 +111,7 @@ def write_reports(
 
     Returns:
         ``(rows, files)``: the summary rows and the written paths by kind (``"markdown"``, ``"csv"``, ``"json"``,
-        ``"chart"``).
+        ``"chart"``, and ``"markdown_by_set"`` when a group pools several sets).
 
     Raises:
         ValueError: If ``results`` is empty or repeats a cell.
@@ -126,9 +128,11 @@ def write_reports(
             f"{'on' if settings.augment else 'off'}, cutmix p {settings.cutmix_p} for CNNs), tested {every}"
             "after the last epoch."
         )
+    pooled = any(r.num_sets > 1 for r in rows)
+    spread = "every seed of every set in the column's group" if pooled else "seeds"
     notes.append(
-        f"Seeds {', '.join(map(str, seeds))}: each cell is mean ± sample standard deviation over seeds (ddof = 1; "
-        "n/a with one seed). Averages (bold) are means of the models' means."
+        f"Seeds {', '.join(map(str, seeds))}: each cell is mean ± sample standard deviation over {spread} (ddof = 1; "
+        "n/a with one value). Averages (bold) are means of the models' means."
     )
     files = {
         "markdown": write_markdown(rows, out / "results.md", title=title, notes=notes),
@@ -136,6 +140,15 @@ def write_reports(
         "json": write_json(rows, results, out / "results.json", settings=settings.to_dict() if settings else None),
         "chart": plot_accuracy_bars(rows, out / "accuracy.png", title=title),
     }
+    if pooled:
+        files["markdown_by_set"] = write_markdown(
+            summarize(results, pool_groups=False),
+            out / "results_by_set.md",
+            title=f"{title}, set by set",
+            notes=[*notes[:-1], f"Seeds {', '.join(map(str, seeds))}: mean ± sample standard deviation over seeds."],
+        )
+    else:  # no group pools several sets (any more): a per-set file from before would be stale
+        (out / "results_by_set.md").unlink(missing_ok=True)
     return rows, files
 
 
@@ -267,7 +280,11 @@ def run_suite(
     for cell in cells:
         path = _cell_file(out, cell.key)
         if path.is_file():
-            done[cell.key] = _check_stored(path, cell, hashes[cell.set.name])
+            stored = _check_stored(path, cell, hashes[cell.set.name])
+            if stored.group != cell.set.group:  # the group is a report label: the latest one given wins
+                stored = dataclasses.replace(stored, set_group=cell.set.group)
+                _atomic_write_text(path, json.dumps(stored.to_dict(), indent=2) + "\n")
+            done[cell.key] = stored
         else:
             pending.append(cell)
 

@@ -5,6 +5,10 @@ $\bar a = \frac{1}{n}\sum_s a_s$ and the sample standard deviation
 $\sigma = \sqrt{\frac{1}{n - 1}\sum_s (a_s - \bar a)^2}$ (``ddof = 1``). With a single seed the standard deviation
 is undefined: it is ``None`` in the rows, ``n/a`` in Markdown, an empty field in CSV and ``null`` in JSON.
 
+Sets that share a group (see [`SetSpec`][hmdc_modules.evaluation.cells.SetSpec]), such as the sets one method
+condensed with different seeds, are pooled into one column: the $n$ values are then every (set, seed) training of
+the group, so that $\sigma$ holds the condensation's variance as well as the evaluation's.
+
 Each set also gets three averages: over its CNNs, over its ViTs and over all its models. An average is the plain
 mean of the models' seed means (every model counts once, whatever its number of seeds); it carries no standard
 deviation. Both metrics are summarised side by side: the final-epoch accuracy and the best accuracy over the
@@ -53,6 +57,7 @@ _CSV_COLUMNS = (
     "model",
     "kind",
     "family",
+    "num_sets",
     "num_seeds",
     "num_models",
     "final_mean",
@@ -99,12 +104,13 @@ class SummaryRow:
     """One row of the summary: a (set, model) pair over its seeds, or one of a set's averages.
 
     Attributes:
-        set_name: The set.
+        set_name: The set, or the group of sets pooled into this column.
         model: The model's display name, or an [`AVERAGE_LABELS`][hmdc_modules.evaluation.tables.AVERAGE_LABELS]
             entry for an average row.
         kind: ``"model"`` or ``"average"``.
         family: ``"cnn"`` or ``"vit"``; ``"all"`` for the overall average.
-        num_seeds: Seeds of a model row (``None`` for averages).
+        num_sets: Sets pooled into the column (1 without groups).
+        num_seeds: Trainings a model row averages: its seeds, summed over the pooled sets (``None`` for averages).
         num_models: Models an average covers (1 for a model row).
         final_mean: Mean final-epoch accuracy (%).
         final_std: Its sample standard deviation over seeds (``None``: one seed, or an average row).
@@ -116,6 +122,7 @@ class SummaryRow:
     model: str
     kind: str
     family: str
+    num_sets: int
     num_seeds: int | None
     num_models: int
     final_mean: float
@@ -143,7 +150,7 @@ def _check_results(results: Any) -> list[CellResult]:
     return _check_list_of("results", results, CellResult)
 
 
-def summarize(results: Iterable[CellResult]) -> list[SummaryRow]:
+def summarize(results: Iterable[CellResult], *, pool_groups: bool = True) -> list[SummaryRow]:
     """Summarise cell results per (set, model) and add each set's CNN, ViT and overall averages.
 
     Sets and models keep the order of their first appearance in ``results``. Each set's model rows come first,
@@ -151,6 +158,7 @@ def summarize(results: Iterable[CellResult]) -> list[SummaryRow]:
 
     Args:
         results: Cell results; a (set, model, seed) repeated is an error.
+        pool_groups: Pool the sets of one group into one column (``True``) or give every set its own.
 
     Returns:
         The rows, set by set.
@@ -171,6 +179,8 @@ def summarize(results: Iterable[CellResult]) -> list[SummaryRow]:
         [('convnet', 51.0, 1.4142135623730951), ('vit', 30.0, None), ('CNN average', 51.0, None),
          ('ViT average', 30.0, None), ('Overall average', 40.5, None)]
     """
+    if not isinstance(pool_groups, bool):
+        raise TypeError(f"`pool_groups` must be a bool, got {describe(pool_groups)}")
     items = _check_results(results)
     if not items:
         raise ValueError("`results` must hold at least one CellResult, got none")
@@ -187,17 +197,29 @@ def summarize(results: Iterable[CellResult]) -> list[SummaryRow]:
                 f"`results`: model {item.model_label!r} is labelled both {families[item.model_label]!r} and "
                 f"{item.family!r}"
             )
-        groups.setdefault(item.set_name, {}).setdefault(item.model_label, []).append(item)
+        column = item.group if pool_groups else item.set_name
+        groups.setdefault(column, {}).setdefault(item.model_label, []).append(item)
 
     rows: list[SummaryRow] = []
     for set_name, by_model in groups.items():
         model_rows = []
+        num_sets = len({c.set_name for cells in by_model.values() for c in cells})
         for label, cells in by_model.items():
             final_mean, final_std = mean_std(c.final_accuracy for c in cells)
             best_mean, best_std = mean_std(c.best_accuracy for c in cells)
             model_rows.append(
                 SummaryRow(
-                    set_name, label, "model", families[label], len(cells), 1, final_mean, final_std, best_mean, best_std
+                    set_name,
+                    label,
+                    "model",
+                    families[label],
+                    num_sets,
+                    len(cells),
+                    1,
+                    final_mean,
+                    final_std,
+                    best_mean,
+                    best_std,
                 )
             )
         rows.extend(model_rows)
@@ -211,6 +233,7 @@ def summarize(results: Iterable[CellResult]) -> list[SummaryRow]:
                     label,
                     "average",
                     family,
+                    num_sets,
                     None,
                     len(members),
                     mean_std(r.final_mean for r in members)[0],
@@ -261,7 +284,7 @@ def format_markdown(
         TypeError: If ``rows`` does not hold ``SummaryRow`` objects.
 
     Examples:
-        >>> row = SummaryRow("s", "convnet", "model", "cnn", 2, 1, 48.0, 1.0, 50.0, 2.0)
+        >>> row = SummaryRow("s", "convnet", "model", "cnn", 1, 2, 1, 48.0, 1.0, 50.0, 2.0)
         >>> print(format_markdown([row]).splitlines()[6])
         | convnet | CNN | 50.00 ± 2.00 |
     """

@@ -390,4 +390,5 @@ def run_cell(
         final_loss=epoch_loss,
         seconds=time.perf_counter() - started,
         settings=settings.to_dict(),
+        set_group=cell.set.group,
     )
