@@ -3,6 +3,7 @@
     python examples/hmdc_cifar10.py                   # cpu preset: IPC 1, ConvNet-3 + ViT-Tiny at 32x32
     python examples/hmdc_cifar10.py --preset paper    # the paper's settings (GPU; ViT-Tiny at 224)
     python examples/hmdc_cifar10.py --resume          # continue the run in --out from its last checkpoint
+    torchrun --nproc-per-node 2 examples/hmdc_cifar10.py  # classes split over 2 processes (gloo on CPU, nccl on GPU)
 
 One file in sections, top to bottom:
   1. configuration  (a frozen dataclass, presets, argparse)
@@ -12,6 +13,11 @@ One file in sections, top to bottom:
   5. one outer iteration: image updates, model training, projection training
   6. run folder: checkpoints, metrics, figures
   7. main
+
+Under torchrun each process (rank) computes the image objective of its own classes (class k belongs to rank
+k mod world size) and owns their balancer statistics; the image gradients are summed over ranks, so every rank
+takes the same image step. Models and projections get the same seeded updates on every rank. Rank 0 writes the run
+folder; a checkpoint holds the whole state and resumes on any number of processes.
 
 The method is described in docs (Concepts) and in the method reference; section numbers in comments (§) point
 there. Gradient matching differentiates through gradients, which torch.compile cannot trace: all of it runs eager.
@@ -26,6 +32,7 @@ import json
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,6 +65,17 @@ from hmdc_modules import (
     save_synthetic_set,
     select_representatives,
     soft_cross_entropy,
+)
+from hmdc_modules.distributed import (
+    DistributedContext,
+    all_gather_objects,
+    all_reduce_sum_,
+    any_rank,
+    broadcast_module_,
+    broadcast_object,
+    init_distributed,
+    shutdown_distributed,
+    sync_balancer_,
 )
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -176,12 +194,6 @@ def parse_config(argv: list[str] | None = None) -> Config:
     if 32 % cfg.factor:
         parser.error(f"--factor must divide the image side 32, got {cfg.factor}")
     return cfg
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def derived_seed(cfg: Config, *counters: int) -> int:
@@ -322,19 +334,22 @@ class NonFiniteLoss(RuntimeError):
     """A loss became NaN or infinite; the run stops without touching the last checkpoint."""
 
 
-def select_real_batches(cfg: Config, nets: Networks, real: RealData, it: int, step: int) -> list[Tensor]:
-    """Per class, the indices of the real batch: k-means representatives (§5.5) or a random sample."""
-    batches = []
+def select_real_batches(
+    cfg: Config, nets: Networks, real: RealData, it: int, step: int, owned: list[int]
+) -> dict[int, Tensor]:
+    """Per owned class, the indices of the real batch: k-means representatives (§5.5) or a random sample."""
+    batches = {}
     model_index = (step // cfg.select_every) % len(nets.adapters)  # alternate models in blocks (§5.5)
     adapter = nets.adapters[model_index]
-    for k, idx in enumerate(real.by_class):
+    for k in owned:
+        idx = real.by_class[k]
         g = generator(cfg, it, step, k, 0x5E1)
         if cfg.real_selection == "random" or idx.numel() <= cfg.batch_real:
             pick = torch.randperm(idx.numel(), generator=g)[: cfg.batch_real]
         else:
             emb = embed_images(adapter, real.images[idx])
             pick = select_representatives(emb.cpu(), cfg.batch_real, generator=g)
-        batches.append(idx[pick.to(idx.device)])
+        batches[k] = idx[pick.to(idx.device)]
     return batches
 
 
@@ -355,28 +370,35 @@ def image_update(
     state: RunState,
     nets: Networks,
     real: RealData,
-    batches: list[Tensor],
+    batches: dict[int, Tensor],
     augment: DifferentiableAugment,
     distill: MutualDistillationLoss,
+    ctx: DistributedContext,
 ) -> dict[str, float]:
-    """One update of the synthetic images: every class's balanced objective, gradient normalisation, step."""
+    """One update of the synthetic images: every class's balanced objective, gradient normalisation, step.
+
+    Each rank computes its own classes; their image gradients touch disjoint slices, so the sum over ranks is
+    exactly the single-process gradient, and every rank then takes the same step.
+    """
     syn = state.synthetic
     state.image_optimizer.zero_grad(set_to_none=True)
     names = loss_names(cfg)
     totals = {n: 0.0 for n in names} | {f"w_{n}": 0.0 for n in names}
-    for k, c in enumerate(real.classes):
+    failure: str | None = None
+    for k in ctx.owned(len(real.classes)):
+        c = real.classes[k]
         seed = derived_seed(cfg, state.iteration, state.step, k, 0xA06)
         syn_x = decode_formation(syn[k], cfg.factor)
         syn_y = torch.full((syn_x.shape[0],), c, dtype=torch.long, device=syn.device)
         losses = class_losses(
             cfg, nets, augment, distill, real.images[batches[k]], real.labels[batches[k]], syn_x, syn_y, seed
         )
-        for name, loss in zip(names, losses, strict=True):
-            if not torch.isfinite(loss):
-                raise NonFiniteLoss(
-                    f"loss {name!r} is {loss.item()} at outer iteration {state.iteration}, step {state.step} "
-                    f"(class {c})"
-                )
+        bad = [(name, loss.item()) for name, loss in zip(names, losses, strict=True) if not torch.isfinite(loss)]
+        if bad:
+            failure = (
+                f"loss {bad[0][0]!r} is {bad[0][1]} at outer iteration {state.iteration}, step {state.step} (class {c})"
+            )
+            break
         if state.balancer is not None:  # weighted backward; on sampling calls it reuses the per-loss gradients
             state.balancer.backward(losses, syn, group=k)
             weights = state.balancer.weights(k).tolist()
@@ -386,6 +408,13 @@ def image_update(
         for name, loss, w in zip(names, losses, weights, strict=True):
             totals[name] += loss.item() / len(real.classes)
             totals[f"w_{name}"] += w / len(real.classes)
+    if any_rank(failure is not None, ctx):  # every rank stops together, with the first failing rank's message
+        raise NonFiniteLoss(next(m for m in all_gather_objects(failure, ctx) if m is not None))
+    if syn.grad is None:  # a rank without classes (more ranks than classes) contributes zeros
+        syn.grad = torch.zeros_like(syn)
+    all_reduce_sum_(syn.grad, ctx)
+    summed = all_reduce_sum_(torch.tensor(list(totals.values()), dtype=torch.float64, device=syn.device), ctx)
+    totals = dict(zip(totals, summed.tolist(), strict=True))
     grad = syn.grad
     if grad is None or not torch.isfinite(grad).all():
         raise NonFiniteLoss(f"the image gradient is not finite at outer iteration {state.iteration}, step {state.step}")
@@ -442,6 +471,14 @@ def train_networks(
             nets.projection_optimizer.step()
             projection_loss += loss.item() / cfg.projection_steps
     return {"model_loss": model_loss, "projection_loss": projection_loss}
+
+
+def synchronise_networks(nets: Networks, ctx: DistributedContext) -> None:
+    """Same seeded updates keep replicas identical on a deterministic CPU; a GPU may drift: rank 0's values win."""
+    if ctx.enabled and ctx.device.type != "cpu":
+        broadcast_module_(nets.adapters, ctx)
+        if nets.decomposer is not None:
+            broadcast_module_(nets.decomposer, ctx)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -531,13 +568,23 @@ def restore_state(cfg: Config, real: RealData, device: torch.device, payload: di
     return state
 
 
-def restore_networks(nets: Networks, saved: dict[str, Any], device: torch.device) -> list[Tensor]:
-    """Networks (and the current real batches) of a run stopped mid-iteration."""
+def restore_networks(
+    nets: Networks, saved: dict[str, Any], device: torch.device, owned: list[int]
+) -> dict[int, Tensor]:
+    """Networks (and this rank's current real batches) of a run stopped mid-iteration."""
     nets.adapters.load_state_dict(saved["adapters"])
     if nets.decomposer is not None and nets.projection_optimizer is not None:
         nets.decomposer.load_state_dict(saved["decomposer"])
         nets.projection_optimizer.load_state_dict(saved["projection_optimizer"])
-    return [b.to(device) for b in saved["batches"]]
+    return {k: saved["batches"][k].to(device) for k in owned}
+
+
+def gather_batches(batches: dict[int, Tensor], ctx: DistributedContext) -> list[Tensor]:
+    """Every class's current real batch, from the ranks that own them (for a mid-iteration checkpoint)."""
+    merged: dict[int, Tensor] = {}
+    for part in all_gather_objects({k: b.cpu() for k, b in batches.items()}, ctx):
+        merged.update(part)
+    return [merged[k] for k in sorted(merged)]
 
 
 class RunFolder:
@@ -612,28 +659,48 @@ def real_class_names(real: RealData) -> list[str]:
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def run(cfg: Config) -> Path:
-    device = pick_device(cfg.device)
+def read_checkpoint(cfg: Config, folder: RunFolder, ctx: DistributedContext) -> dict[str, Any]:
+    """Rank 0 reads the checkpoint and hands it to every rank (only rank 0's machine needs the run folder)."""
+    payload: dict[str, Any] | str
+    if not ctx.is_main:
+        payload = ""
+    elif not folder.checkpoint.exists():
+        payload = f"error: --resume: no checkpoint at {folder.checkpoint}"
+    else:
+        payload = load_checkpoint(folder.checkpoint)
+    payload = broadcast_object(payload, ctx)
+    if isinstance(payload, str):
+        raise SystemExit(payload)
+    saved = Config(**payload["config"])
+    if dataclasses.replace(saved, resume=True, quiet=cfg.quiet, device=cfg.device) != cfg:
+        changed = [f.name for f in dataclasses.fields(Config) if getattr(saved, f.name) != getattr(cfg, f.name)]
+        changed = [c for c in changed if c not in ("resume", "quiet", "device")]
+        raise SystemExit(f"error: --resume with settings that differ from the checkpoint's: {', '.join(changed)}")
+    return payload
+
+
+def run(cfg: Config, ctx: DistributedContext | None = None) -> Path:
+    """Condense; under torchrun ``ctx`` is the process group (``None``: join it, or run as one process)."""
+    ctx = ctx if ctx is not None else init_distributed(cfg.device)
+    device = ctx.device
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=device.type != "cpu")
     folder = RunFolder(cfg)
-    if cfg.resume and not folder.checkpoint.exists():
-        raise SystemExit(f"error: --resume: no checkpoint at {folder.checkpoint}")
+    main_rank = ctx.is_main
     real = load_real_data(cfg, device)
+    owned = ctx.owned(len(real.classes))
     if cfg.resume:
-        payload = load_checkpoint(folder.checkpoint)
-        saved = Config(**payload["config"])
-        if dataclasses.replace(saved, resume=True, quiet=cfg.quiet, device=cfg.device) != cfg:
-            changed = [f.name for f in dataclasses.fields(Config) if getattr(saved, f.name) != getattr(cfg, f.name)]
-            changed = [c for c in changed if c not in ("resume", "quiet", "device")]
-            raise SystemExit(f"error: --resume with settings that differ from the checkpoint's: {', '.join(changed)}")
-        state = restore_state(cfg, real, device, payload)
-        folder.truncate_metrics(state.global_step(cfg))
+        state = restore_state(cfg, real, device, read_checkpoint(cfg, folder, ctx))
+        if main_rank:
+            folder.truncate_metrics(state.global_step(cfg))
     else:
-        folder.write_config(cfg)
-        folder.metrics.unlink(missing_ok=True)
         state = new_state(cfg, real, device)
-        folder.save_artefacts(cfg, state, real, completed_iterations=0)
+        if main_rank:
+            folder.write_config(cfg)
+            folder.metrics.unlink(missing_ok=True)
+            folder.save_artefacts(cfg, state, real, completed_iterations=0)
+    if state.balancer is not None:
+        sync_balancer_(state.balancer, owned, ctx)  # marks the common starting point of the per-rank statistics
     augment = DifferentiableAugment().to(device)
     distill = MutualDistillationLoss()
     names = loss_names(cfg)
@@ -651,33 +718,34 @@ def run(cfg: Config) -> Path:
     bar = tqdm(
         total=total,
         initial=state.iteration * cfg.inner_steps + state.step,
-        disable=cfg.quiet,
-        desc="image updates",
+        disable=cfg.quiet or not main_rank,
+        desc="image updates" if ctx.world_size == 1 else f"image updates ({ctx.world_size} processes)",
         dynamic_ncols=True,
     )
     nets: Networks | None = None
     try:
         while state.iteration < cfg.iterations:
             nets = build_networks(cfg, device, state.iteration)
-            batches: list[Tensor] = []
+            batches: dict[int, Tensor] = {}
             if state.networks is not None:
-                batches = restore_networks(nets, state.networks, device)
+                batches = restore_networks(nets, state.networks, device, owned)
                 state.networks = None
             elif state.balancer is not None:
                 state.balancer.reset()
             while state.step < cfg.inner_steps:
                 t0 = time.perf_counter()
                 if not batches or state.step % cfg.select_every == 0:
-                    batches = select_real_batches(cfg, nets, real, state.iteration, state.step)
+                    batches = select_real_batches(cfg, nets, real, state.iteration, state.step, owned)
                 t1 = time.perf_counter()
                 row: dict[str, Any] = {
                     "iteration": state.iteration,
                     "step": state.step,
                     "global_step": state.global_step(cfg),
                 }
-                row |= image_update(cfg, state, nets, real, batches, augment, distill)
+                row |= image_update(cfg, state, nets, real, batches, augment, distill, ctx)
                 t2 = time.perf_counter()
                 row |= train_networks(cfg, state, nets, real, augment, distill)
+                synchronise_networks(nets, ctx)
                 t3 = time.perf_counter()
                 row |= {
                     "seconds": round(t3 - t0, 4),
@@ -685,21 +753,30 @@ def run(cfg: Config) -> Path:
                     "image_seconds": round(t2 - t1, 4),
                     "train_seconds": round(t3 - t2, 4),
                 }
-                folder.append_metrics(row)
                 state.step += 1
-                bar.update(1)
-                bar.set_postfix({n: f"{row[n]:.3g}" for n in names} | {f"w_{n}": f"{row['w_' + n]:.2f}" for n in names})
-                if cfg.quiet:
-                    print(json.dumps(row), flush=True)
-                if stop["requested"]:
-                    save_checkpoint(checkpoint_payload(cfg, state, nets, batches), folder.checkpoint)
-                    tqdm.write(f"stopped; resume with --resume --out {cfg.out}")
+                if main_rank:
+                    folder.append_metrics(row)
+                    bar.update(1)
+                    postfix = {n: f"{row[n]:.3g}" for n in names} | {f"w_{n}": f"{row['w_' + n]:.2f}" for n in names}
+                    bar.set_postfix(postfix)
+                    if cfg.quiet:
+                        print(json.dumps(row), flush=True)
+                if any_rank(stop["requested"], ctx):  # all ranks stop after the same step
+                    every_batch = gather_batches(batches, ctx)
+                    if state.balancer is not None:
+                        sync_balancer_(state.balancer, owned, ctx)
+                    if main_rank:
+                        save_checkpoint(checkpoint_payload(cfg, state, nets, every_batch), folder.checkpoint)
+                        tqdm.write(f"stopped; resume with --resume --out {cfg.out}")
                     return folder.root
             state.iteration, state.step = state.iteration + 1, 0
-            # artefacts first: a kill between the two writes leaves the older checkpoint, and resuming redoes the
-            # (deterministic) iteration and rewrites the same artefacts
-            folder.save_artefacts(cfg, state, real, completed_iterations=state.iteration)
-            save_checkpoint(checkpoint_payload(cfg, state, None), folder.checkpoint)
+            if state.balancer is not None:
+                sync_balancer_(state.balancer, owned, ctx)
+            if main_rank:
+                # artefacts first: a kill between the two writes leaves the older checkpoint, and resuming redoes the
+                # (deterministic) iteration and rewrites the same artefacts
+                folder.save_artefacts(cfg, state, real, completed_iterations=state.iteration)
+                save_checkpoint(checkpoint_payload(cfg, state, None), folder.checkpoint)
     except NonFiniteLoss as err:
         raise SystemExit(f"error: {err}; stopping. The last checkpoint ({folder.checkpoint}) is intact.") from err
     finally:
@@ -708,15 +785,41 @@ def run(cfg: Config) -> Path:
     return folder.root
 
 
+def lost_rank_message(cfg: Config, ctx: DistributedContext, why: str) -> str:
+    return (
+        f"error: rank {ctx.rank} of {ctx.world_size}: {why}; the job stops. The last checkpoint "
+        f"({Path(cfg.out) / 'checkpoint.pt'}) is intact: continue with --resume, on any number of processes."
+    )
+
+
+def on_sigterm(cfg: Config, ctx: DistributedContext) -> Callable[[int, Any], None]:
+    def handler(signum: int, frame: Any) -> None:  # torchrun stops the other ranks with SIGTERM when one fails
+        raise SystemExit(lost_rank_message(cfg, ctx, "stopped by the launcher (another process of the job ended)"))
+
+    return handler
+
+
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_config(argv)
+    ctx = init_distributed(cfg.device)
+    if ctx.enabled:
+        signal.signal(signal.SIGTERM, on_sigterm(cfg, ctx))
     try:
-        root = run(cfg)
+        root = run(cfg, ctx)
     except FileNotFoundError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"run folder: {root}")
+    except torch.distributed.DistError as err:  # a peer died: its socket closed under a collective
+        raise SystemExit(lost_rank_message(cfg, ctx, f"lost contact with another process ({first_line(err)})")) from err
+    finally:
+        shutdown_distributed(ctx)
+    if ctx.is_main:
+        print(f"run folder: {root}")
     return 0
+
+
+def first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
 
 
 if __name__ == "__main__":

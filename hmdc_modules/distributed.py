@@ -1,0 +1,296 @@
+r"""Running under ``torchrun``: the process group, who owns what, and the few collectives HMDC needs.
+
+Everything here is PyTorch's own distributed engine (``torch.distributed``); nothing is a home-made process pool.
+A script calls [`init_distributed`][hmdc_modules.distributed.init_distributed] once: launched by ``torchrun`` (the
+``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` variables are set, and ``WORLD_SIZE`` > 1) it joins the process group with the
+``gloo`` backend on CPU or ``nccl`` on CUDA; launched plainly it returns a single-process context, and every helper
+below is then a no-op, so the same code runs both ways.
+
+Work is split by striding: of $n$ items (classes, evaluation cells), rank $r$ of $W$ owns the items
+$i \equiv r \pmod W$ ([`owned_indices`][hmdc_modules.distributed.owned_indices]).
+
+Examples:
+    >>> owned_indices(10, rank=1, world_size=3)
+    [1, 4, 7]
+    >>> ctx = init_distributed("cpu")  # a plain process: no process group is created
+    >>> (ctx.rank, ctx.world_size, ctx.is_main, ctx.enabled)
+    (0, 1, True, False)
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from hmdc_modules._validation import check_positive_int, describe
+from hmdc_modules.balancer import GradientBalancer
+
+__all__ = [
+    "DistributedContext",
+    "all_gather_objects",
+    "all_reduce_sum_",
+    "any_rank",
+    "barrier",
+    "broadcast_module_",
+    "broadcast_object",
+    "init_distributed",
+    "owned_indices",
+    "shutdown_distributed",
+    "sync_balancer_",
+]
+
+T = TypeVar("T")
+
+DEFAULT_TIMEOUT = datetime.timedelta(hours=6)
+"""How long a collective waits for the other ranks before failing: long enough for the slowest evaluation cell or
+paper-size step on a CPU. A rank that dies is noticed sooner: ``torchrun`` stops the others when one exits."""
+
+
+@dataclass(frozen=True)
+class DistributedContext:
+    """Where this process stands in the job.
+
+    Attributes:
+        rank: This process's rank, in ``[0, world_size)``.
+        world_size: Number of processes (1 when not launched by ``torchrun``).
+        local_rank: Rank within this machine (selects the CUDA device).
+        device: The device this process computes on.
+        backend: ``"gloo"`` or ``"nccl"``; ``None`` without a process group.
+    """
+
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+    backend: str | None
+
+    @property
+    def enabled(self) -> bool:
+        """Whether a process group exists (more than one process)."""
+        return self.backend is not None
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the process that writes files and prints progress."""
+        return self.rank == 0
+
+    def owned(self, n: int) -> list[int]:
+        """The indices of ``n`` items this rank owns (see [`owned_indices`][hmdc_modules.distributed.owned_indices])."""
+        return owned_indices(n, self.rank, self.world_size)
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"environment variable {name} must be an integer, got {value!r}") from None
+
+
+def init_distributed(
+    device: str | torch.device = "auto", *, timeout: datetime.timedelta = DEFAULT_TIMEOUT
+) -> DistributedContext:
+    """Join the ``torchrun`` process group if there is one, and pick this process's device.
+
+    The backend follows the device: ``nccl`` for CUDA, ``gloo`` otherwise. With ``"auto"`` the device is
+    ``cuda:<LOCAL_RANK>`` when CUDA is available, else the CPU. Calling it again in the same process returns the
+    existing group's context.
+
+    Args:
+        device: ``"auto"``, ``"cpu"``, ``"cuda"`` (made ``cuda:<LOCAL_RANK>`` under ``torchrun``) or a device.
+        timeout: How long collectives wait for the other ranks.
+
+    Returns:
+        The [`DistributedContext`][hmdc_modules.distributed.DistributedContext].
+
+    Raises:
+        TypeError: If ``device`` is neither a string nor a ``torch.device``.
+        ValueError: If the ``torchrun`` variables are malformed or inconsistent.
+    """
+    if not isinstance(device, str | torch.device):
+        raise TypeError(f"`device` must be 'auto', a device name or a torch.device, got {describe(device)}")
+    if not isinstance(timeout, datetime.timedelta):
+        raise TypeError(f"`timeout` must be a datetime.timedelta, got {describe(timeout)}")
+    world_size = _env_int("WORLD_SIZE", 1)
+    rank = _env_int("RANK", 0)
+    local_rank = _env_int("LOCAL_RANK", 0)
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"torchrun variables are inconsistent: RANK={rank}, WORLD_SIZE={world_size}")
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and resolved.index is None:
+        resolved = torch.device("cuda", local_rank if world_size > 1 else torch.cuda.current_device())
+    if resolved.type == "cuda":
+        torch.cuda.set_device(resolved)
+    if world_size == 1:
+        return DistributedContext(0, 1, 0, resolved, None)
+    backend = "nccl" if resolved.type == "cuda" else "gloo"
+    if not dist.is_initialized():
+        dist.init_process_group(backend=backend, timeout=timeout)
+    return DistributedContext(dist.get_rank(), dist.get_world_size(), local_rank, resolved, dist.get_backend())
+
+
+def shutdown_distributed(ctx: DistributedContext) -> None:
+    """Leave the process group (a no-op for a single process)."""
+    if ctx.enabled and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def owned_indices(n: int, rank: int, world_size: int) -> list[int]:
+    """The items of ``range(n)`` that rank ``rank`` of ``world_size`` owns: ``rank, rank + W, rank + 2W, ...``.
+
+    Every item has exactly one owner, the split depends only on the three numbers (every rank computes the same
+    one), and owners differ by at most one item.
+
+    Raises:
+        TypeError: If an argument is not an int.
+        ValueError: If ``n < 0``, ``world_size < 1`` or ``rank`` is outside ``[0, world_size)``.
+
+    Examples:
+        >>> owned_indices(5, 0, 2), owned_indices(5, 1, 2)
+        ([0, 2, 4], [1, 3])
+    """
+    check_positive_int("n", n, minimum=0)
+    check_positive_int("world_size", world_size)
+    check_positive_int("rank", rank, minimum=0)
+    if rank >= world_size:
+        raise ValueError(f"`rank` must be in [0, {world_size}), got {rank}")
+    return list(range(rank, n, world_size))
+
+
+def all_reduce_sum_(tensor: Tensor, ctx: DistributedContext) -> Tensor:
+    """Sum ``tensor`` over all ranks, in place (unchanged for a single process).
+
+    Where at most one rank holds a non-zero value in each element (per-class gradients of a class-split objective)
+    the sum is exact: the result is bitwise what a single process computes.
+    """
+    if ctx.enabled:
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def any_rank(flag: bool, ctx: DistributedContext) -> bool:
+    """Whether ``flag`` is true on at least one rank (every rank gets the same answer)."""
+    if not ctx.enabled:
+        return bool(flag)
+    value = torch.tensor([1 if flag else 0], dtype=torch.int64, device=_collective_device(ctx))
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
+
+
+def all_gather_objects(obj: T, ctx: DistributedContext) -> list[T]:
+    """Every rank's ``obj`` (picklable), in rank order; ``[obj]`` for a single process."""
+    if not ctx.enabled:
+        return [obj]
+    gathered: list[Any] = [None] * ctx.world_size
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
+def broadcast_object(obj: T, ctx: DistributedContext, src: int = 0) -> T:
+    """Rank ``src``'s ``obj`` (picklable; tensors travel by value) on every rank; ``obj`` for a single process.
+
+    Use it for what only one rank can read, such as a checkpoint on rank 0's machine.
+    """
+    if not ctx.enabled:
+        return obj
+    box: list[Any] = [obj if ctx.rank == src else None]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+def barrier(ctx: DistributedContext) -> None:
+    """Wait until every rank gets here (a no-op for a single process)."""
+    if ctx.enabled:
+        dist.barrier()
+
+
+def broadcast_module_(module: nn.Module | Iterable[Tensor], ctx: DistributedContext, src: int = 0) -> None:
+    """Copy the parameters and buffers of rank ``src``'s ``module`` to every rank, in place.
+
+    Replicated networks trained with the same seeded updates stay identical on a deterministic CPU; on a GPU with
+    non-deterministic kernels they may drift apart by rounding, and this re-synchronises them.
+
+    Args:
+        module: A module (its parameters and buffers) or an iterable of tensors.
+        ctx: The context.
+        src: The rank whose values win.
+    """
+    if not ctx.enabled:
+        return
+    tensors = list(module.parameters()) + list(module.buffers()) if isinstance(module, nn.Module) else list(module)
+    with torch.no_grad():
+        for tensor in tensors:
+            dist.broadcast(tensor.data, src=src)
+
+
+def _collective_device(ctx: DistributedContext) -> torch.device:
+    return ctx.device if ctx.backend == "nccl" else torch.device("cpu")
+
+
+def sync_balancer_(balancer: GradientBalancer, owned_groups: Iterable[int], ctx: DistributedContext) -> None:
+    """Give every rank the full state of a [`GradientBalancer`][hmdc_modules.balancer.GradientBalancer] whose
+    groups are split over ranks, in place.
+
+    Each group (class) is balanced by one rank only, the one that owns it, so between synchronisations a rank's
+    balancer is current for its own groups alone. This gathers every group's accumulator row, sample and call
+    counters from its owner, the new sampling records from every rank, and the calls made since the last
+    synchronisation, and writes the merged state into every rank's balancer. Call it once right after creating or
+    loading the balancer (it records the common starting point), then whenever a whole state is needed: before a
+    checkpoint, a plot or a ``state_dict``.
+
+    The merged accumulators are exactly those a single process would hold. Sampling records keep the step at which
+    their own rank made them (counted from the last synchronisation), so their ``step`` values interleave ranks.
+
+    Args:
+        balancer: The balancer, with the same configuration on every rank.
+        owned_groups: The groups this rank balanced (each group owned by exactly one rank).
+        ctx: The context.
+
+    Raises:
+        ValueError: If a group is claimed by no rank or by two.
+    """
+    if not ctx.enabled:
+        return
+    owned = sorted({int(g) for g in owned_groups})
+    base = int(getattr(balancer, "_sync_base_step", balancer.global_step))
+    mine = {
+        "owned": owned,
+        "accumulator": balancer.accumulator[owned].detach().cpu(),
+        "num_samples": balancer.num_samples[owned].detach().cpu(),
+        "num_calls": balancer.num_calls[owned].detach().cpu(),
+        "calls": balancer.global_step - base,
+        "history": [r for r in balancer.history if r.step >= base],
+        "extra": balancer.get_extra_state(),
+    }
+    everyone = all_gather_objects(mine, ctx)
+    claimed = sorted(g for part in everyone for g in part["owned"])
+    if claimed != list(range(balancer.num_groups)):
+        raise ValueError(
+            f"`owned_groups`: every one of the {balancer.num_groups} groups must be owned by exactly one rank, "
+            f"the ranks claimed {claimed}"
+        )
+    with torch.no_grad():
+        for part in everyone:
+            index = torch.tensor(part["owned"], dtype=torch.long, device=balancer.accumulator.device)
+            balancer.accumulator[index] = part["accumulator"].to(balancer.accumulator.device)
+            balancer.num_samples[index] = part["num_samples"].to(balancer.num_samples.device)
+            balancer.num_calls[index] = part["num_calls"].to(balancer.num_calls.device)
+    extra = everyone[0]["extra"]
+    old = [r for r in extra["history"] if r[0] < base]
+    new = sorted((r for part in everyone for r in part["history"]), key=lambda r: (r.step, r.group))
+    extra = dict(extra)
+    extra["history"] = old + [[r.step, r.group, list(r.magnitudes), list(r.weights)] for r in new]
+    extra["global_step"] = base + sum(part["calls"] for part in everyone)
+    balancer.set_extra_state(extra)
+    balancer._sync_base_step = balancer.global_step  # type: ignore[attr-defined]
