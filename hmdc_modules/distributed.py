@@ -48,9 +48,10 @@ __all__ = [
 
 T = TypeVar("T")
 
-DEFAULT_TIMEOUT = datetime.timedelta(hours=6)
-"""How long a collective waits for the other ranks before failing: long enough for the slowest evaluation cell or
-paper-size step on a CPU. A rank that dies is noticed sooner: ``torchrun`` stops the others when one exits."""
+DEFAULT_TIMEOUT = datetime.timedelta(hours=24)
+"""How long a collective waits for the other ranks before failing. An evaluation's ranks meet only before and after
+their share of cells, which can differ by hours at the paper's sizes (ViT-Base cells on one rank). A rank that dies
+is noticed much sooner: its sockets close, and ``torchrun`` stops the others when one exits."""
 
 
 @dataclass(frozen=True)
@@ -114,7 +115,7 @@ def init_distributed(
 
     Raises:
         TypeError: If ``device`` is neither a string nor a ``torch.device``.
-        ValueError: If the ``torchrun`` variables are malformed or inconsistent.
+        ValueError: If ``device`` is not a device name, or the ``torchrun`` variables are malformed or inconsistent.
     """
     if not isinstance(device, str | torch.device):
         raise TypeError(f"`device` must be 'auto', a device name or a torch.device, got {describe(device)}")
@@ -127,7 +128,12 @@ def init_distributed(
         raise ValueError(f"torchrun variables are inconsistent: RANK={rank}, WORLD_SIZE={world_size}")
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    resolved = torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as error:
+        raise ValueError(
+            f"`device` must be 'auto' or a device name such as 'cpu' or 'cuda:0', got {device!r}"
+        ) from error
     if resolved.type == "cuda" and resolved.index is None:
         resolved = torch.device("cuda", local_rank if world_size > 1 else torch.cuda.current_device())
     if resolved.type == "cuda":

@@ -19,17 +19,38 @@ again skips finished cells (an interrupted run continues; different settings for
 results.md, results.csv, results.json and accuracy.png summarising every cell of the folder. Each cell reports the
 final-epoch accuracy and, separately, the best accuracy over the periodic test evaluations (the paper's metric):
 mean and sample standard deviation over seeds ("n/a" with one seed), plus CNN, ViT and overall averages per set.
+
+Spread the cells over several processes with torchrun (one per GPU, or a few on a CPU machine); the tables are the
+same as one process's. Rank R trains every W-th pending cell (log lines start with [rank R]), stores each record as
+it finishes, and rank 0 gathers the records and writes settings.json and the reports:
+
+    python -m torch.distributed.run --standalone --nproc-per-node 4 -m hmdc_modules.evaluate runs/hmdc_cifar10 \\
+        --models paper --seeds 3 --out runs/eval/ipc1
+
+On several machines, start the same command on each, with the node count, this machine's node rank and where
+to meet (HOST: the first machine's address, reachable from the others):
+
+    python -m torch.distributed.run --nnodes 2 --node-rank 0 --nproc-per-node 4 \\
+        --rdzv-backend c10d --rdzv-endpoint HOST:29500 -m hmdc_modules.evaluate ...
+
+(or --master-addr HOST --master-port 29500 in place of the two --rdzv options). Every machine needs the sets and
+the CIFAR-10 test split at the given paths. Without a shared filesystem the output folder of rank 0's machine is
+the evaluation's: the reports are written there, and the records trained elsewhere are copied into it; a record
+left on another machine by an interrupted run is taken from there when the job is started again. An error on one
+process stops all of them; finished cells stay stored, so running the same command again continues.
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, NoReturn
 
 if TYPE_CHECKING:
+    from hmdc_modules.distributed import DistributedContext
     from hmdc_modules.evaluation.pool import ModelSpec
 
 __all__ = ["build_parser", "build_random_parser", "main"]
@@ -251,8 +272,24 @@ def _model_specs(args: argparse.Namespace, parser: argparse.ArgumentParser) -> l
     return specs
 
 
+def _exit_error(
+    parser: argparse.ArgumentParser, ctx: DistributedContext | None, message: str, status: int = 2
+) -> NoReturn:
+    """Exit with ``status`` and an ``error:`` line (prefixed with the rank under ``torchrun``)."""
+    where = f"[rank {ctx.rank}] " if ctx is not None and ctx.enabled else ""
+    parser.exit(status, f"{where}error: {message}\n")
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (errors exit with status 2 and an ``error:`` line).
+
+    Under ``torchrun`` every process runs this with the same arguments: the cells are split over the ranks (see
+    [`run_suite`][hmdc_modules.evaluation.runner.run_suite]) and only rank 0 prints the summary. A process that
+    loses contact with the others, or that the launcher stops because another one failed, exits with status 1.
 
     Args:
         argv: The arguments (``None``: ``sys.argv[1:]``). A first argument ``random`` selects the baseline command
@@ -265,9 +302,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv and argv[0] == "random":
         return _run_random(argv[1:])
 
+    import torch
+    import torch.distributed
+
+    from hmdc_modules.distributed import any_rank, init_distributed, shutdown_distributed
     from hmdc_modules.evaluation.cells import SetSpec
     from hmdc_modules.evaluation.runner import run_suite
-    from hmdc_modules.evaluation.training import EvalSettings
+    from hmdc_modules.evaluation.training import EvalSettings, resolve_device
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -276,28 +317,65 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.group is not None and len(args.group) != len(args.sets):
         parser.error(f"--group must be given once per set: {len(args.sets)} sets but {len(args.group)} groups")
     try:
-        names = args.name or [None] * len(args.sets)
-        groups = args.group or [None] * len(args.sets)
-        sets = [
-            SetSpec.from_path(path, name, group) for path, name, group in zip(args.sets, names, groups, strict=True)
-        ]
-        models = _model_specs(args, parser)
-        settings = EvalSettings(
-            epochs=args.epochs,
-            eval_every=args.eval_every,
-            batch_size=args.batch_size,
-            augment=not args.no_augment,
-            cutmix_p=args.cutmix_p,
-            data_root=args.data_root,
-            test_per_class=args.test_per_class,
-        )
-        out = Path(args.out) if args.out else Path("runs/eval") / "+".join(s.name for s in sets)
-        report = run_suite(sets, models, args.seeds, settings, out, device=args.device, progress=not args.quiet)
+        device = resolve_device(args.device)  # a malformed name is a usage error, before any process group
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"--device {args.device!r}: CUDA is not available on this machine")
+        ctx = init_distributed(args.device)
+    except (ValueError, TypeError) as error:
+        _exit_error(parser, None, str(error))
+    out = Path(args.out) if args.out else None
+    previous_handler = None
+    if ctx.enabled:
+
+        def on_sigterm(signum: int, frame: Any) -> None:  # torchrun stops the other ranks when one fails
+            raise SystemExit(
+                f"[rank {ctx.rank}] error: stopped by the launcher (another process of the job ended); the finished "
+                f"cells are stored in {out or 'the output folder'}: run the same command again to continue"
+            )
+
+        previous_handler = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        failure: Exception | None = None
+        try:
+            names = args.name or [None] * len(args.sets)
+            groups = args.group or [None] * len(args.sets)
+            sets = [
+                SetSpec.from_path(path, name, group) for path, name, group in zip(args.sets, names, groups, strict=True)
+            ]
+            models = _model_specs(args, parser)
+            settings = EvalSettings(
+                epochs=args.epochs,
+                eval_every=args.eval_every,
+                batch_size=args.batch_size,
+                augment=not args.no_augment,
+                cutmix_p=args.cutmix_p,
+                data_root=args.data_root,
+                test_per_class=args.test_per_class,
+            )
+            out = out or Path("runs/eval") / "+".join(s.name for s in sets)
+        except (FileNotFoundError, ValueError, TypeError) as error:
+            failure = error
+        if any_rank(failure is not None, ctx):  # a set missing on one machine stops every rank
+            raise failure or ValueError("another rank could not read the arguments (see its error line)")
+        report = run_suite(sets, models, args.seeds, settings, out, progress=not args.quiet, dist=ctx)
     except (FileNotFoundError, ValueError, TypeError) as error:
-        parser.exit(2, f"error: {error}\n")
-    print(f"{report.trained} cells trained, {report.skipped} already done; reports in {out}:")
-    for path in report.files.values():
-        print(f"  {path}")
+        _exit_error(parser, ctx, str(error))
+    except torch.distributed.DistError as error:  # a peer died: its socket closed under a collective
+        _exit_error(
+            parser,
+            ctx,
+            f"lost contact with another process ({_first_line(error)}); the finished cells are stored in {out}: run "
+            "the same command again to continue",
+            status=1,
+        )
+    finally:
+        shutdown_distributed(ctx)
+        if previous_handler is not None:
+            signal.signal(signal.SIGTERM, previous_handler)
+    if ctx.is_main:
+        print(f"{report.trained} cells trained, {report.skipped} already done; reports in {out}:")
+        for path in report.files.values():
+            print(f"  {path}")
     return 0
 
 

@@ -113,6 +113,10 @@ def test_inconsistent_torchrun_variables_are_refused(monkeypatch: pytest.MonkeyP
         init_distributed("cpu")
     with pytest.raises(TypeError, match="`device`"):
         init_distributed(0)  # type: ignore[arg-type]
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    monkeypatch.setenv("RANK", "0")
+    with pytest.raises(ValueError, match=r"`device` must be 'auto' or a device name .* got 'gpu0'"):
+        init_distributed("gpu0")
 
 
 def _balancer_calls(balancer: GradientBalancer, groups: list[int], rounds: int) -> None:
