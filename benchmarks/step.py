@@ -1,0 +1,397 @@
+"""One HMDC class-step, measured against this machine's own limit, with a naive class-step as the baseline.
+
+    python benchmarks/step.py                          # the paper's shapes and the cpu preset's, --device auto
+    python benchmarks/step.py --shapes cpu --repeats 5
+    python benchmarks/step.py --json runs/step.json    # also write every figure as JSON
+
+A class-step is what one class costs in one image update of examples/hmdc_cifar10.py: augmentation and cutmix of
+the real and the synthetic batch, one forward pass of each batch per model, gradient matching on each model, the
+matched mutual-distillation term, and the gradient balancer's backward pass to the synthetic images (plus the
+per-image gradient normalisation). It runs the example's own `class_losses`, so what is measured is what the
+example runs. Everything is measured in this one process, in this order:
+
+1. the float32 matmul peak (2048 x 2048, best of several; the threads torch uses),
+2. per shape: FLOPs of a plain and a sampling class-step (torch.utils.flop_counter.FlopCounterMode: matmul,
+   convolution and attention, as the method doc counts them), time (best and median of --repeats after a
+   warm-up), achieved FLOP/s and share of the peak, the sampling step against the plain one, the time of the
+   pieces outside the models' own passes (each timed alone at the step's shapes, see `outside_seconds`), and the
+   peak memory of the step (CUDA: max_memory_allocated; CPU: the profiler's allocation record),
+3. the same for a naive class-step: a separate forward pass of every batch for every term, and on sampling steps a
+   backward pass per loss plus one for the weighted total (as the reference implementation does).
+
+Gradient matching differentiates through gradients (double backward), which torch.compile cannot trace: all of it
+runs eager.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import importlib.util
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.utils.flop_counter import FlopCounterMode
+
+from hmdc_modules import (
+    DifferentiableAugment,
+    FeatureMap,
+    GradientBalancer,
+    MutualDistillationLoss,
+    decode_formation,
+    normalize_image_gradients,
+    soft_cross_entropy,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+SHAPES: dict[str, dict[str, Any]] = {
+    # IPC 10 with multi-formation factor 2 (40 decoded images), 128 real images, ConvNet-3 at 32 + ViT-Tiny at 224
+    "paper": {"ipc": 10, "factor": 2, "batch_real": 128, "image_size_b": 224, "patch_size_b": 16},
+    # IPC 1 with factor 2 (4 decoded images), 64 real images, ConvNet-3 + ViT-Tiny with patch 4 at 32 (method doc §8)
+    "cpu": {"ipc": 1, "factor": 2, "batch_real": 64, "image_size_b": 32, "patch_size_b": 4},
+}
+REFERENCE = {"paper_plain_gflop": 3208.5, "paper_sampling_gflop": 4103.8, "plain_s": 23.6, "sampling_s": 36.0}
+
+
+def load_example() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("hmdc_cifar10_example", REPO / "examples" / "hmdc_cifar10.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_peak(device: torch.device, n: int = 2048, repeats: int = 10) -> float:
+    """Best float32 matmul rate in FLOP/s: 2 n^3 per product."""
+    a = torch.randn(n, n, device=device)
+    b = torch.randn(n, n, device=device)
+    best = float("inf")
+    for _ in range(repeats + 2):
+        synchronize(device)
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        synchronize(device)
+        best = min(best, time.perf_counter() - t0)
+    return 2.0 * n**3 / best
+
+
+def peak_memory(fn: Callable[[], None], device: torch.device) -> int:
+    """Bytes allocated at the highest point of ``fn``, above what was allocated before it."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        fn()
+        torch.cuda.synchronize(device)
+        return int(torch.cuda.max_memory_allocated(device) - before)
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "trace.json")
+        prof.export_chrome_trace(path)
+        with open(path) as handle:
+            events = json.load(handle)["traceEvents"]
+    totals = [e["args"]["Total Allocated"] for e in events if e.get("name") == "[memory]" and "args" in e]
+    return int(max(totals, default=0))
+
+
+def timed(fn: Callable[[], None], device: torch.device, repeats: int) -> list[float]:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        synchronize(device)
+        t0 = time.perf_counter()
+        fn()
+        synchronize(device)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def count_flops(fn: Callable[[], None]) -> int:
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
+@dataclass
+class Bench:
+    """The objects of one class-step at one shape."""
+
+    name: str
+    cfg: Any
+    nets: Any
+    example: ModuleType
+    device: torch.device
+    real_x: Tensor
+    real_y: Tensor
+    syn: Tensor
+    augment: DifferentiableAugment = field(default_factory=DifferentiableAugment)
+    distill: MutualDistillationLoss = field(default_factory=MutualDistillationLoss)
+    balancer: GradientBalancer | None = None
+
+    @classmethod
+    def build(cls, name: str, example: ModuleType, device: torch.device) -> Bench:
+        shape = SHAPES[name]
+        argv = ["--preset", "cpu", "--device", str(device), "--quiet"]
+        for key, value in shape.items():
+            argv += ["--" + key.replace("_", "-"), str(value)]
+        cfg = example.parse_config(argv)
+        torch.manual_seed(0)
+        nets = example.build_networks(cfg, device, 0)
+        real_x = torch.randn(cfg.batch_real, 3, 32, 32, device=device)
+        real_y = torch.zeros(cfg.batch_real, dtype=torch.long, device=device)
+        syn = torch.randn(cfg.ipc, 3, 32, 32, device=device).requires_grad_(True)
+        names = example.loss_names(cfg)
+        balancer = GradientBalancer(len(names), num_groups=1, interval=10, loss_names=names).to(device)
+        bench = cls(name, cfg, nets, example, device, real_x, real_y, syn, balancer=balancer)
+        bench.augment = bench.augment.to(device)
+        return bench
+
+    # -------------------------------------------------------------------------------------------- the steps
+
+    def syn_batch(self) -> tuple[Tensor, Tensor]:
+        syn_x = decode_formation(self.syn, self.cfg.factor)
+        return syn_x, torch.zeros(syn_x.shape[0], dtype=torch.long, device=self.device)
+
+    def ours(self, sample: bool) -> None:
+        """The example's class-step: its `class_losses`, then the balancer's backward and the normalisation."""
+        self.syn.grad = None
+        syn_x, syn_y = self.syn_batch()
+        losses = self.example.class_losses(
+            self.cfg, self.nets, self.augment, self.distill, self.real_x, self.real_y, syn_x, syn_y, seed=7
+        )
+        assert self.balancer is not None
+        self.balancer.backward(losses, self.syn, group=0, sample=sample)
+        self.syn.grad.copy_(normalize_image_gradients(self.syn.grad))
+
+    def naive(self, sample: bool) -> None:
+        """A separate forward pass of every batch for every term; per-loss backward passes on sampling steps."""
+        cfg, nets, seed = self.cfg, self.nets, 7
+        self.syn.grad = None
+        syn_x, syn_y = self.syn_batch()
+        xr, tr = self.example.augment_pair(cfg, self.augment, self.real_x, self.real_y, seed, salt=1)
+        xs, ts = self.example.augment_pair(cfg, self.augment, syn_x, syn_y, seed, salt=2)
+        losses = []
+        for m, adapter in enumerate(nets.adapters):  # gradient matching: its own forward passes
+            ce_r = soft_cross_entropy(adapter(xr).logits, tr)
+            ce_s = soft_cross_entropy(adapter(xs).logits, ts)
+            losses.append(nets.matcher.match([ce_r], [ce_s], [nets.matcher.parameters_of(m)])[0])
+        if nets.decomposer is not None:  # distillation: forward passes again
+            md_r = self.distill(nets.decomposer([a(xr).features for a in nets.adapters]))
+            md_s = self.distill(nets.decomposer([a(xs).features for a in nets.adapters]))
+            losses.append(nets.matcher.match([md_r], [md_s], [nets.matcher.all_parameters()])[0])
+        assert self.balancer is not None
+        weights = self.balancer.weights(0).to(self.device)
+        total = sum(w * loss for w, loss in zip(weights, losses, strict=True))
+        if sample:  # one backward pass per loss to measure the magnitudes, then the total's
+            for loss in losses:
+                torch.autograd.grad(loss, self.syn, retain_graph=True)
+        total.backward()
+        self.syn.grad.copy_(normalize_image_gradients(self.syn.grad))
+
+    # ---------------------------------------------------------------------- pieces outside the models' passes
+
+    def outside_seconds(self, repeats: int) -> dict[str, float]:
+        """Each piece outside the models' own passes, timed alone at the step's shapes (best of ``repeats``).
+
+        - augmentation: DSA + cutmix of the real and the synthetic batch, and the backward pass to the images;
+        - formation: decoding the packed images, and its backward pass;
+        - decomposition + distillation: on the step's feature shapes (taken once, detached), forward, the
+          first-order gradient with respect to the features (with its graph) and a backward pass through it, as
+          the matched distillation term differentiates it twice;
+        - balancer: ``balancer.backward`` on losses that cost nothing, minus a plain ``backward`` of the same;
+        - normalisation: ``normalize_image_gradients`` on the image gradient.
+        """
+        cfg, nets, device = self.cfg, self.nets, self.device
+        syn_x, syn_y = self.syn_batch()
+        result: dict[str, float] = {}
+
+        def augmentation() -> None:
+            syn = self.syn.detach().requires_grad_(True)
+            x = decode_formation(syn, cfg.factor).detach().requires_grad_(True)
+            self.example.augment_pair(cfg, self.augment, self.real_x, self.real_y, 7, salt=1)
+            xs, _ = self.example.augment_pair(cfg, self.augment, x, syn_y, 7, salt=2)
+            xs.sum().backward()
+
+        def formation() -> None:
+            syn = self.syn.detach().requires_grad_(True)
+            decode_formation(syn, cfg.factor).sum().backward()
+
+        with torch.no_grad():
+            feats_r = [a(self.real_x).features for a in nets.adapters]
+            feats_s = [a(syn_x).features for a in nets.adapters]
+
+        def decomposition() -> None:
+            if nets.decomposer is None:
+                return
+            total = torch.zeros((), device=device)
+            for feats in (feats_r, feats_s):
+                leaves = [
+                    [
+                        FeatureMap(
+                            f.semantic.detach().clone().requires_grad_(True),
+                            f.spatial.detach().clone().requires_grad_(True),
+                        )
+                        for f in model
+                    ]
+                    for model in feats
+                ]
+                md = self.distill(nets.decomposer(leaves))
+                flat = [t for model in leaves for f in model for t in (f.semantic, f.spatial)]
+                grads = torch.autograd.grad(md, flat, create_graph=True, allow_unused=True)
+                total = total + sum(g.square().sum() for g in grads if g is not None)
+            total.backward()
+
+        names = self.example.loss_names(cfg)
+        scales = [10.0**k for k in range(len(names))]
+
+        def balancer() -> None:
+            syn = self.syn.detach().requires_grad_(True)
+            assert self.balancer is not None
+            self.balancer.backward([s * syn.sum() for s in scales], syn, group=0)
+
+        def plain() -> None:
+            syn = self.syn.detach().requires_grad_(True)
+            sum(s * syn.sum() for s in scales).backward()
+
+        grad = torch.randn_like(self.syn)
+
+        def normalisation() -> None:
+            normalize_image_gradients(grad)
+
+        for name, fn in (
+            ("augmentation", augmentation),
+            ("formation", formation),
+            ("decomposition + distillation", decomposition),
+            ("normalisation", normalisation),
+        ):
+            result[name] = min(timed(fn, device, repeats))
+        result["balancer"] = max(0.0, min(timed(balancer, device, repeats)) - min(timed(plain, device, repeats)))
+        return result
+
+
+def measure(bench: Bench, peak: float, repeats: int, log: Callable[[str], None]) -> dict[str, Any]:
+    device = bench.device
+    figures: dict[str, Any] = {"shape": bench.name, **SHAPES[bench.name]}
+    for variant, step in (("ours", bench.ours), ("naive", bench.naive)):
+        for kind, sample in (("plain", False), ("sampling", True)):
+            key = f"{variant}_{kind}"
+            log(f"[{bench.name}] {key}: counting FLOPs")
+            flops = count_flops(lambda step=step, sample=sample: step(sample))
+            log(f"[{bench.name}] {key}: timing {repeats} steps after a warm-up")
+            times = timed(lambda step=step, sample=sample: step(sample), device, repeats)
+            log(f"[{bench.name}] {key}: peak memory")
+            memory = peak_memory(lambda step=step, sample=sample: step(sample), device)
+            best = min(times)
+            figures[key] = {
+                "gflop": flops / 1e9,
+                "best_s": best,
+                "median_s": statistics.median(times),
+                "gflops_per_s": flops / best / 1e9,
+                "share_of_peak": flops / best / peak,
+                "peak_memory_mib": memory / 2**20,
+            }
+            log(
+                f"[{bench.name}] {key}: {flops / 1e9:.1f} GFLOP, best {best:.3f} s, "
+                f"{flops / best / 1e9:.1f} GFLOP/s ({100 * flops / best / peak:.0f}% of peak), "
+                f"peak memory {memory / 2**20:.0f} MiB"
+            )
+    log(f"[{bench.name}] timing the pieces outside the models' passes")
+    outside = bench.outside_seconds(repeats)
+    plain = figures["ours_plain"]["best_s"]
+    figures["outside_s"] = outside
+    figures["outside_share"] = sum(outside.values()) / plain
+    figures["sampling_over_plain"] = figures["ours_sampling"]["best_s"] / plain
+    figures["naive_sampling_over_plain"] = figures["naive_sampling"]["best_s"] / figures["naive_plain"]["best_s"]
+    return figures
+
+
+def report(peak: float, results: list[dict[str, Any]], device: torch.device) -> str:
+    lines = [
+        f"device {device}, {torch.get_num_threads()} threads, torch {torch.__version__}",
+        f"float32 matmul peak (2048 x 2048): {peak / 1e9:.1f} GFLOP/s",
+    ]
+    for r in results:
+        lines.append("")
+        lines.append(f"## {r['shape']}: " + ", ".join(f"{k}={r[k]}" for k in SHAPES[r["shape"]]))
+        lines.append("| step | GFLOP | best s | median s | GFLOP/s | share of peak | peak memory MiB |")
+        lines.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+        for key in ("ours_plain", "ours_sampling", "naive_plain", "naive_sampling"):
+            f = r[key]
+            lines.append(
+                f"| {key.replace('_', ' ')} | {f['gflop']:.1f} | {f['best_s']:.3f} | {f['median_s']:.3f} | "
+                f"{f['gflops_per_s']:.1f} | {100 * f['share_of_peak']:.0f}% | {f['peak_memory_mib']:.0f} |"
+            )
+        lines.append(
+            f"sampling / plain: ours {r['sampling_over_plain']:.2f}x, naive {r['naive_sampling_over_plain']:.2f}x"
+        )
+        parts = ", ".join(f"{k} {1000 * v:.1f} ms" for k, v in r["outside_s"].items())
+        lines.append(f"outside the models' passes: {100 * r['outside_share']:.1f}% of the plain step ({parts})")
+        if r["shape"] == "paper":
+            ref = REFERENCE["paper_plain_gflop"]
+            lines.append(
+                f"FLOPs vs the reference's plain class-step ({ref} GFLOP): {r['ours_plain']['gflop'] / ref:.2f}x; "
+                f"compute limit at the measured peak: {r['ours_plain']['gflop'] * 1e9 / peak:.2f} s"
+            )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shapes", default="paper,cpu", help="comma-separated: paper, cpu (default: both)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed steps after the warm-up (default: 3)")
+    parser.add_argument("--device", default="auto", help="'auto' (CUDA when available), 'cpu', 'cuda:0'")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's own)")
+    parser.add_argument("--json", default=None, help="also write every figure to this JSON file")
+    args = parser.parse_args(argv)
+    shapes = [s.strip() for s in args.shapes.split(",") if s.strip()]
+    unknown = sorted(set(shapes) - set(SHAPES))
+    if unknown or not shapes:
+        parser.error(f"--shapes must name some of {sorted(SHAPES)}, got {args.shapes!r}")
+    if args.repeats < 1:
+        parser.error(f"--repeats must be >= 1, got {args.repeats}")
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    if args.device == "auto":
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        device = torch.device(args.device)
+
+    def log(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    example = load_example()
+    peak = matmul_peak(device)
+    log(f"matmul peak: {peak / 1e9:.1f} GFLOP/s")
+    results = [measure(Bench.build(name, example, device), peak, args.repeats, log) for name in shapes]
+    text = report(peak, results, device)
+    print(text)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps({"peak_flops": peak, "results": results}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
