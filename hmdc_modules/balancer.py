@@ -409,13 +409,16 @@ class GradientBalancer(nn.Module):
         *,
         sample: bool | None = None,
     ) -> Tensor:
-        r"""Like ``forward(...).backward()``, but skips the extra backward pass on sampling calls.
+        r"""Like ``forward(...).backward()`` restricted to ``target``, without extra passes on sampling calls.
 
         On sampling calls the per-loss gradients $g_k = \partial L_k / \partial S$ are already computed to measure
         the magnitudes, so this method writes $\sum_k w_{g,k}\, g_k$ straight into ``target.grad`` (accumulating
-        like ``.backward()`` does) instead of back-propagating the total again. **Other leaves (e.g. model
-        parameters) then receive no gradient from this call**; use ``forward(...).backward()`` when they need it.
-        On plain calls it runs ``total.backward()``, which reaches every leaf.
+        like ``.backward()`` does) instead of back-propagating the total again. On plain calls it runs
+        ``total.backward(inputs=target)``. **Only ``target`` receives a gradient, on every call**: other leaves
+        (model parameters) are left alone, which also spares the work of their gradients. In gradient matching
+        those are second-order terms that the image update never uses (about 8% of a class-step's FLOPs at the
+        paper's shapes, see ``benchmarks/step.py``). Use ``forward(...).backward()`` when other leaves need the
+        gradient too.
 
         Args:
             losses: The $K$ scalar losses, as a sequence or a mapping keyed by ``loss_names``.
@@ -446,7 +449,7 @@ class GradientBalancer(nn.Module):
         loss_list, targets, weights, grads = self._step(losses, target, group, sample, leaf=True)
         total = self._weighted_total(loss_list, weights)
         if grads is None:
-            total.backward()
+            total.backward(inputs=targets)
             return total.detach()
         with torch.no_grad():
             for i, t in enumerate(targets):

@@ -382,13 +382,17 @@ def test_backward_matches_forward_backward(sample, preexisting_grad):
     assert ha == hb == (2 if sample else 1)
 
 
-def test_backward_sampling_call_leaves_other_leaves_alone():
+def test_backward_leaves_other_leaves_alone_on_every_call():
     x = torch.ones(3, requires_grad=True)
     p = torch.tensor(2.0, requires_grad=True)
     balancer = GradientBalancer(2)
     balancer.backward([(p * x).sum(), x.pow(2).sum()], x)  # call 0 samples: only x gets a gradient
     assert x.grad is not None and p.grad is None
-    balancer.backward([(p * x).sum(), x.pow(2).sum()], x)  # plain call: full backward
+    first = x.grad.clone()
+    balancer.backward([(p * x).sum(), x.pow(2).sum()], x)  # a plain call: still only x, accumulated
+    assert p.grad is None
+    torch.testing.assert_close(x.grad, 2 * first)  # same losses, same weights: the gradient doubles
+    balancer(([(p * x).sum(), x.pow(2).sum()]), x).backward()  # forward(...).backward() reaches every leaf
     assert p.grad is not None
 
 
