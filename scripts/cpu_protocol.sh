@@ -15,7 +15,7 @@ OUT=${OUT:-runs/protocol}
 LANES=${LANES:-2}
 SEEDS=${SEEDS:-"0 1 2"}
 DATA=${DATA:-data/cifar10}
-ARMS="hmdc no_balancer no_distillation homogeneous single_model init random"
+ARMS="hmdc no_balancer no_distillation homogeneous single_model random"
 
 # Condensation: the example's cpu preset with ViT-Tiny at patch 8 (17 tokens) and 3 outer x 10 image updates.
 COMMON=(--preset cpu --data-root "$DATA" --patch-size-b 8 --iterations 3 --inner-steps 10 --device cpu --quiet)
@@ -32,7 +32,6 @@ arm_flags() {
     no_distillation) echo "--no-distillation" ;;       # two gradient-matching losses only
     homogeneous) echo "--model-b convnet --lr-model-b 0.01" ;;  # ConvNet-3 + ConvNet-3: two models, one family
     single_model) echo "--single-model" ;;             # ConvNet-3 gradient matching alone (DC-style)
-    init) echo "--single-model --lr-img 0 --model-steps 0 --projection-steps 0 --iterations 1 --inner-steps 1" ;;
     *) echo "unknown arm $1" >&2; return 1 ;;
   esac
 }
@@ -54,6 +53,7 @@ condense() {  # condense ARM SEED
 }
 
 evaluate() {  # evaluate ARM SEED: waits for the set, then trains the pool on it
+  [[ " $ARMS " == *" $1 "* ]] || { echo "not an arm of this protocol: $1 (arms: $ARMS)" >&2; return 0; }
   local dir="$OUT/sets/$1_s$2"
   until [[ -f "$dir/DONE" ]]; do sleep 15; done
   python -m hmdc_modules.evaluate "$dir" --name "$1_s$2" --group "$1" "${EVAL[@]}" --out "$OUT/eval" \
