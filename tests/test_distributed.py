@@ -35,7 +35,7 @@ EXAMPLE = REPO / "examples" / "hmdc_cifar10.py"
 
 # three classes over two ranks: rank 0 owns classes 0 and 2, rank 1 owns class 1
 RUN = [
-    "--classes", "0,1,2", "--ipc", "1", "--factor", "2", "--iterations", "3", "--inner-steps", "2",
+    "--classes", "0,1,2", "--ipc", "1", "--factor", "2", "--iterations", "2", "--inner-steps", "2",
     "--model-steps", "1", "--projection-steps", "1", "--batch-real", "4", "--batch-train", "8",
     "--select-every", "1", "--balance-interval", "2", "--model-b", "test_vit", "--real-per-class", "0",
     "--init", "real", "--device", "cpu", "--quiet",
@@ -190,13 +190,13 @@ def _metric_rows(folder: Path) -> list[dict[str, str]]:
 def test_two_processes_condense_the_same_set_as_one(reference_runs: tuple[Path, Path]) -> None:
     one, two = reference_runs
     a, b = read_synthetic_set(one / "synthetic.pt"), read_synthetic_set(two / "synthetic.pt")
-    assert a.iteration == b.iteration == 3
+    assert a.iteration == b.iteration == 2
     assert torch.equal(a.images, b.images)  # bitwise: one thread per process, deterministic CPU kernels
     ca, cb = load_checkpoint(one / "checkpoint.pt"), load_checkpoint(two / "checkpoint.pt")
     for key in ("accumulator", "num_samples", "num_calls"):
         assert torch.equal(ca["balancer"][key], cb["balancer"][key])
     rows_a, rows_b = _metric_rows(one), _metric_rows(two)
-    assert [r["global_step"] for r in rows_a] == [r["global_step"] for r in rows_b] == [str(i) for i in range(6)]
+    assert [r["global_step"] for r in rows_a] == [r["global_step"] for r in rows_b] == [str(i) for i in range(4)]
     for ra, rb in zip(rows_a, rows_b, strict=True):  # class means: the same terms, summed in another order
         for name in ("gm_a", "gm_b", "md", "w_md", "model_loss", "projection_loss"):
             assert float(ra[name]) == pytest.approx(float(rb[name]), rel=1e-9, abs=1e-12)
@@ -241,7 +241,7 @@ def test_killing_one_rank_stops_the_job_and_the_checkpoint_resumes(
     assert "SIGKILL" in output or "Signal 9" in output, output  # torchrun names the failed rank and its signal
     assert "The last checkpoint" in output and "--resume" in output, output  # the surviving rank says what to do
     saved = load_checkpoint(out / "checkpoint.pt")
-    assert 1 <= saved["iteration"] < 3
+    assert saved["iteration"] == 1
     finish(start([*args, "--resume"], None))  # resumed on another world size: one process
     one, _ = reference_runs
     assert torch.equal(read_synthetic_set(out / "synthetic.pt").images, read_synthetic_set(one / "synthetic.pt").images)
