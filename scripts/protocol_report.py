@@ -2,7 +2,7 @@
 
     python scripts/protocol_report.py runs/protocol
 
-Prints a Markdown table (one row per arm, over its seeds) for docs/results.md. The accuracy tables come from the
+Prints a Markdown table (one row per arm, over its seeds). The accuracy tables come from the
 evaluation itself (runs/protocol/eval/results.md).
 """
 
