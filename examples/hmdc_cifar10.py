@@ -801,7 +801,11 @@ def on_sigterm(cfg: Config, ctx: DistributedContext) -> Callable[[int, Any], Non
 
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_config(argv)
-    ctx = init_distributed(cfg.device)
+    try:
+        ctx = init_distributed(cfg.device)
+    except ValueError as err:  # a bad --device, or torchrun variables that do not fit together
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     if ctx.enabled:
         signal.signal(signal.SIGTERM, on_sigterm(cfg, ctx))
     try:

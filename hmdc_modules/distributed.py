@@ -42,6 +42,7 @@ __all__ = [
     "broadcast_object",
     "init_distributed",
     "owned_indices",
+    "resolve_device",
     "shutdown_distributed",
     "sync_balancer_",
 ]
@@ -97,6 +98,31 @@ def _env_int(name: str, default: int) -> int:
         raise ValueError(f"environment variable {name} must be an integer, got {value!r}") from None
 
 
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``"auto"`` -> CUDA when available, else the CPU; anything else as ``torch.device``.
+
+    Raises:
+        TypeError: If ``device`` is neither a string nor a ``torch.device``.
+        ValueError: If the string is not a device name.
+
+    Examples:
+        >>> resolve_device("cpu")
+        device(type='cpu')
+    """
+    if isinstance(device, torch.device):
+        return device
+    if not isinstance(device, str):
+        raise TypeError(f"`device` must be 'auto', a device name or a torch.device, got {describe(device)}")
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(device)
+    except RuntimeError as error:
+        raise ValueError(
+            f"`device` must be 'auto' or a device name such as 'cpu' or 'cuda:0', got {device!r}"
+        ) from error
+
+
 def init_distributed(
     device: str | torch.device = "auto", *, timeout: datetime.timedelta = DEFAULT_TIMEOUT
 ) -> DistributedContext:
@@ -115,10 +141,12 @@ def init_distributed(
 
     Raises:
         TypeError: If ``device`` is neither a string nor a ``torch.device``.
-        ValueError: If ``device`` is not a device name, or the ``torchrun`` variables are malformed or inconsistent.
+        ValueError: If ``device`` is not a device name or names CUDA where there is none, or the ``torchrun``
+            variables are malformed or inconsistent.
     """
-    if not isinstance(device, str | torch.device):
-        raise TypeError(f"`device` must be 'auto', a device name or a torch.device, got {describe(device)}")
+    resolved = resolve_device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"`device` {device!r}: CUDA is not available on this machine")
     if not isinstance(timeout, datetime.timedelta):
         raise TypeError(f"`timeout` must be a datetime.timedelta, got {describe(timeout)}")
     world_size = _env_int("WORLD_SIZE", 1)
@@ -126,14 +154,6 @@ def init_distributed(
     local_rank = _env_int("LOCAL_RANK", 0)
     if world_size < 1 or not 0 <= rank < world_size:
         raise ValueError(f"torchrun variables are inconsistent: RANK={rank}, WORLD_SIZE={world_size}")
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        resolved = torch.device(device)
-    except RuntimeError as error:
-        raise ValueError(
-            f"`device` must be 'auto' or a device name such as 'cpu' or 'cuda:0', got {device!r}"
-        ) from error
     if resolved.type == "cuda" and resolved.index is None:
         resolved = torch.device("cuda", local_rank if world_size > 1 else torch.cuda.current_device())
     if resolved.type == "cuda":

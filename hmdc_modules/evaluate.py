@@ -308,7 +308,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from hmdc_modules.distributed import any_rank, init_distributed, shutdown_distributed
     from hmdc_modules.evaluation.cells import SetSpec
     from hmdc_modules.evaluation.runner import run_suite
-    from hmdc_modules.evaluation.training import EvalSettings, resolve_device
+    from hmdc_modules.evaluation.training import EvalSettings
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -317,10 +317,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.group is not None and len(args.group) != len(args.sets):
         parser.error(f"--group must be given once per set: {len(args.sets)} sets but {len(args.group)} groups")
     try:
-        device = resolve_device(args.device)  # a malformed name is a usage error, before any process group
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"--device {args.device!r}: CUDA is not available on this machine")
-        ctx = init_distributed(args.device)
+        ctx = init_distributed(args.device)  # checks the device name before any process group
     except (ValueError, TypeError) as error:
         _exit_error(parser, None, str(error))
     out = Path(args.out) if args.out else None

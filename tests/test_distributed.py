@@ -117,6 +117,9 @@ def test_inconsistent_torchrun_variables_are_refused(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("RANK", "0")
     with pytest.raises(ValueError, match=r"`device` must be 'auto' or a device name .* got 'gpu0'"):
         init_distributed("gpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="`device` 'cuda': CUDA is not available on this machine"):
+            init_distributed("cuda")
 
 
 def _balancer_calls(balancer: GradientBalancer, groups: list[int], rounds: int) -> None:

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hmdc_modules._validation import check_non_negative_float, check_positive_int, check_tensor, describe
+from hmdc_modules.distributed import resolve_device
 from hmdc_modules.evaluation.cells import Cell, CellResult, file_sha256
 
 __all__ = ["EvalSettings", "evaluate_accuracy", "load_test_set", "resolve_device", "run_cell"]
@@ -122,27 +123,6 @@ class EvalSettings:
             raise TypeError(f"`other` must be an EvalSettings, got {describe(other)}")
         mine, theirs = self.to_dict(), other.to_dict()
         return {k: (theirs[k], mine[k]) for k in mine if k not in _COMPARED_EXCLUDED and mine[k] != theirs[k]}
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``"auto"`` -> CUDA when available, else the CPU; anything else as ``torch.device``.
-
-    Raises:
-        TypeError: If ``device`` is neither a string nor a ``torch.device``.
-        ValueError: If the string is not a device name.
-    """
-    if isinstance(device, torch.device):
-        return device
-    if not isinstance(device, str):
-        raise TypeError(f"`device` must be 'auto', a device name or a torch.device, got {describe(device)}")
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(device)
-    except RuntimeError as error:
-        raise ValueError(
-            f"`device` must be 'auto' or a device name such as 'cpu' or 'cuda:0', got {device!r}"
-        ) from error
 
 
 def load_test_set(settings: EvalSettings, classes: Sequence[int] | None = None) -> tuple[Tensor, Tensor]:
