@@ -21,9 +21,9 @@ are split over the ranks, each rank stores the records it finishes, and rank 0 g
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import os
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -159,6 +159,12 @@ def write_reports(
     else:  # no group pools several sets (any more): a per-set file from before would be stale
         (out / "results_by_set.md").unlink(missing_ok=True)
     return rows, files
+
+
+def _print_line(line: str) -> None:
+    """Print ``line`` and its newline in one write, so that the lines of ranks sharing a pipe never run together."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
 
 
 def _check_settings_file(out: Path, settings: EvalSettings, *, write: bool = True) -> bool:
@@ -384,7 +390,7 @@ def run_suite(
     out = Path(out)
     show = progress and ctx.is_main
     prefix = f"[rank {ctx.rank}] " if ctx.enabled else ""
-    write_line = log if log is not None else (tqdm.write if show else functools.partial(print, flush=True))
+    write_line = log if log is not None else (tqdm.write if show else _print_line)
 
     def emit(line: str) -> None:
         write_line(prefix + line)
