@@ -53,6 +53,7 @@ from hmdc_modules import (
     normalize_image_gradients,
     soft_cross_entropy,
 )
+from hmdc_modules.functional import gradient_distance
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -61,6 +62,8 @@ SHAPES: dict[str, dict[str, Any]] = {
     "paper": {"ipc": 10, "factor": 2, "batch_real": 128, "image_size_b": 224, "patch_size_b": 16},
     # IPC 1 with factor 2 (4 decoded images), 64 real images, ConvNet-3 + ViT-Tiny with patch 4 at 32 (method doc §8)
     "cpu": {"ipc": 1, "factor": 2, "batch_real": 64, "image_size_b": 32, "patch_size_b": 4},
+    # seconds on any CPU: timm's test_vit with patch 8, 8 real images (for checking the script, not for figures)
+    "tiny": {"ipc": 1, "factor": 2, "batch_real": 8, "image_size_b": 32, "patch_size_b": 8, "model_b": "test_vit"},
 }
 REFERENCE = {"paper_plain_gflop": 3208.5, "paper_sampling_gflop": 4103.8, "plain_s": 23.6, "sampling_s": 36.0}
 
@@ -186,7 +189,10 @@ class Bench:
         self.syn.grad.copy_(normalize_image_gradients(self.syn.grad))
 
     def naive(self, sample: bool) -> None:
-        """A separate forward pass of every batch for every term; per-loss backward passes on sampling steps."""
+        """A separate forward pass of every batch for every term; per-loss backward passes on sampling steps.
+
+        It updates the balancer as ``ours`` does, so both give the same image gradient from the same state.
+        """
         cfg, nets, seed = self.cfg, self.nets, 7
         self.syn.grad = None
         syn_x, syn_y = self.syn_batch()
@@ -202,13 +208,67 @@ class Bench:
             md_s = self.distill(nets.decomposer([a(xs).features for a in nets.adapters]))
             losses.append(nets.matcher.match([md_r], [md_s], [nets.matcher.all_parameters()])[0])
         assert self.balancer is not None
-        weights = self.balancer.weights(0).to(self.device)
-        total = sum(w * loss for w, loss in zip(weights, losses, strict=True))
-        if sample:  # one backward pass per loss to measure the magnitudes, then the total's
-            for loss in losses:
-                torch.autograd.grad(loss, self.syn, retain_graph=True)
-        total.backward()
+        # the balancer's unfused path, as the reference runs it: on sampling steps one backward pass per loss to
+        # measure the magnitudes, then the weighted total's backward pass to every leaf
+        # (.forward, not __call__: FlopCounterMode's module tracker hooks the call's inputs, and a hook on the leaf
+        # images breaks the per-loss torch.autograd.grad calls inside it)
+        self.balancer.forward(losses, self.syn, group=0, sample=sample).backward()
         self.syn.grad.copy_(normalize_image_gradients(self.syn.grad))
+
+    def phase_flops(self) -> dict[str, float]:
+        """FLOPs of the plain class-step phase by phase: the same computation as `ours`, run in pieces.
+
+        - forward: one forward pass of each batch per model, the decomposer and the distillation loss;
+        - real gradients: the matched parameter gradients on the real batch (one backward pass per loss, no graph);
+        - synthetic gradients: the same on the synthetic batch, with their graph (``create_graph=True``);
+        - image backward: the balanced total's backward pass to the stored synthetic images only.
+        """
+        cfg, nets, example = self.cfg, self.nets, self.example
+        flops: dict[str, float] = {}
+
+        def counted(name: str, fn: Callable[[], Any]) -> Any:
+            with FlopCounterMode(display=False) as counter:
+                out = fn()
+            flops[name] = flops.get(name, 0.0) + counter.get_total_flops()
+            return out
+
+        self.syn.grad = None
+        syn_x, syn_y = self.syn_batch()
+        xr, tr = example.augment_pair(cfg, self.augment, self.real_x, self.real_y, 7, salt=1)
+        xs, ts = example.augment_pair(cfg, self.augment, syn_x, syn_y, 7, salt=2)
+        params = [nets.matcher.parameters_of(m) for m in range(len(nets.adapters))]
+
+        def losses(x: Tensor, t: Tensor) -> list[Tensor]:
+            out = [adapter(x) for adapter in nets.adapters]
+            terms = [soft_cross_entropy(o.logits, t) for o in out]
+            if nets.decomposer is not None:
+                terms.append(self.distill(nets.decomposer([o.features for o in out])))
+            return terms
+
+        real = counted("forward", lambda: losses(xr, tr))
+        syn = counted("forward", lambda: losses(xs, ts))
+        if nets.decomposer is not None:
+            params.append(nets.matcher.all_parameters())
+
+        def gradients(terms: list[Tensor], graph: bool) -> list[tuple[Tensor, ...]]:
+            grads = [
+                torch.autograd.grad(term, group, retain_graph=True, create_graph=graph, allow_unused=True)
+                for term, group in zip(terms, params, strict=True)
+            ]  # a parameter a term does not reach (the classifier, for the distillation term) has gradient zero
+            return [
+                tuple(torch.zeros_like(p) if g is None else g for g, p in zip(gs, group, strict=True))
+                for gs, group in zip(grads, params, strict=True)
+            ]
+
+        real_grads = counted("real gradients", lambda: gradients(real, graph=False))
+        syn_grads = counted("synthetic gradients", lambda: gradients(syn, graph=True))
+        assert self.balancer is not None
+        weights = self.balancer.weights(0).to(self.device)
+        total = sum(
+            w * gradient_distance(r, s, cfg.distance) for w, r, s in zip(weights, real_grads, syn_grads, strict=True)
+        )
+        counted("image backward", lambda: total.backward(inputs=[self.syn]))
+        return {name: value / 1e9 for name, value in flops.items()}
 
     # ---------------------------------------------------------------------- pieces outside the models' passes
 
@@ -317,6 +377,8 @@ def measure(bench: Bench, peak: float, repeats: int, log: Callable[[str], None])
                 f"{flops / best / 1e9:.1f} GFLOP/s ({100 * flops / best / peak:.0f}% of peak), "
                 f"peak memory {memory / 2**20:.0f} MiB"
             )
+    log(f"[{bench.name}] counting the plain step's FLOPs phase by phase")
+    figures["phases_gflop"] = bench.phase_flops()
     log(f"[{bench.name}] timing the pieces outside the models' passes")
     outside = bench.outside_seconds(repeats)
     plain = figures["ours_plain"]["best_s"]
@@ -346,6 +408,8 @@ def report(peak: float, results: list[dict[str, Any]], device: torch.device) -> 
         lines.append(
             f"sampling / plain: ours {r['sampling_over_plain']:.2f}x, naive {r['naive_sampling_over_plain']:.2f}x"
         )
+        phases = ", ".join(f"{k} {v:.1f}" for k, v in r["phases_gflop"].items())
+        lines.append(f"plain step by phase (GFLOP): {phases}; sum {sum(r['phases_gflop'].values()):.1f}")
         parts = ", ".join(f"{k} {1000 * v:.1f} ms" for k, v in r["outside_s"].items())
         lines.append(f"outside the models' passes: {100 * r['outside_share']:.1f}% of the plain step ({parts})")
         if r["shape"] == "paper":
@@ -359,7 +423,7 @@ def report(peak: float, results: list[dict[str, Any]], device: torch.device) -> 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--shapes", default="paper,cpu", help="comma-separated: paper, cpu (default: both)")
+    parser.add_argument("--shapes", default="paper,cpu", help="comma-separated: paper, cpu, tiny (default: paper,cpu)")
     parser.add_argument("--repeats", type=int, default=3, help="timed steps after the warm-up (default: 3)")
     parser.add_argument("--device", default="auto", help="'auto' (CUDA when available), 'cpu', 'cuda:0'")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's own)")
