@@ -140,8 +140,8 @@ def write_reports(
     pooled = any(r.num_sets > 1 for r in rows)
     spread = "every seed of every set in the column's group" if pooled else "seeds"
     notes.append(
-        f"Seeds {', '.join(map(str, seeds))}: each cell is mean ± sample standard deviation over {spread} (ddof = 1; "
-        "n/a with one value). Averages (bold) are means of the models' means."
+        f"Training seeds {', '.join(map(str, seeds))}: each cell is mean ± sample standard deviation over {spread} "
+        "(ddof = 1; n/a with one value). Averages (bold) are means of the models' means."
     )
     files = {
         "markdown": write_markdown(rows, out / "results.md", title=title, notes=notes),
@@ -154,7 +154,10 @@ def write_reports(
             summarize(results, pool_groups=False),
             out / "results_by_set.md",
             title=f"{title}, set by set",
-            notes=[*notes[:-1], f"Seeds {', '.join(map(str, seeds))}: mean ± sample standard deviation over seeds."],
+            notes=[
+                *notes[:-1],
+                f"Training seeds {', '.join(map(str, seeds))}: mean ± sample standard deviation over seeds.",
+            ],
         )
     else:  # no group pools several sets (any more): a per-set file from before would be stale
         (out / "results_by_set.md").unlink(missing_ok=True)
