@@ -15,9 +15,12 @@ example runs. Everything is measured in this one process, in this order:
    convolution and attention, as the method doc counts them), time (best and median of --repeats after a
    warm-up), achieved FLOP/s and share of the peak, the sampling step against the plain one, the time of the
    pieces outside the models' own passes (each timed alone at the step's shapes, see `outside_seconds`), and the
-   peak memory of the step (CUDA: max_memory_allocated; CPU: the profiler's allocation record),
+   peak memory of the step (CUDA: max_memory_allocated; CPU: the profiler's allocation record), and the plain
+   step's FLOPs phase by phase (`Bench.phase_flops`),
 3. the same for a naive class-step: a separate forward pass of every batch for every term, and on sampling steps a
    backward pass per loss plus one for the weighted total (as the reference implementation does).
+
+The `tiny` shape (timm's test_vit) runs in seconds and is for checking the script, not for figures.
 
 Gradient matching differentiates through gradients (double backward), which torch.compile cannot trace: all of it
 runs eager.
