@@ -360,6 +360,12 @@ class GradientBalancer(nn.Module):
         ``.backward()``. On sampling calls it first runs one ``torch.autograd.grad`` per loss (with
         ``retain_graph=True``) to measure each unweighted loss's gradient on ``target``.
 
+        Under ``torch.utils.flop_counter.FlopCounterMode`` (whose module tracker hooks the inputs of every module
+        call), a sampling call made as ``balancer(...)`` fails inside PyTorch ("A leaf node was passed to
+        _will_engine_execute_node"), because ``target`` is a leaf input of the call; the hook then stays on
+        ``target`` and later sampling calls fail too. Count such steps with
+        [`backward`][hmdc_modules.balancer.GradientBalancer.backward], or with ``balancer.forward(...)``.
+
         Args:
             losses: The $K$ scalar losses, as a sequence in a fixed order or as a mapping keyed by ``loss_names``.
             target: The tensor(s) the losses are balanced for (e.g. the synthetic images); must require grad.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import io
 import math
@@ -768,3 +769,19 @@ def test_balance_weights_rejects(value, error, match):
 def test_normalize_image_gradients_rejects(grad, eps, error, match):
     with pytest.raises(error, match=match):
         normalize_image_gradients(grad, eps)
+
+
+def test_backward_and_forward_work_under_flop_counter_mode() -> None:
+    # benchmarks/step.py counts sampling steps this way; `balancer(...)` itself cannot be (see `forward`'s docstring)
+    from torch.utils.flop_counter import FlopCounterMode
+
+    def run(counting: bool) -> torch.Tensor:
+        x = torch.linspace(-1.0, 2.0, 12).reshape(4, 3).requires_grad_(True)
+        balancer = GradientBalancer(num_losses=2)
+        with FlopCounterMode(display=False) if counting else contextlib.nullcontext():
+            balancer.backward([(x @ x.T).pow(2).sum(), 10.0 * x.sum()], x, sample=True)
+            balancer.forward([(x @ x.T).pow(2).sum(), 10.0 * x.sum()], x, sample=True).backward()
+        assert x.grad is not None
+        return x.grad
+
+    torch.testing.assert_close(run(counting=True), run(counting=False), rtol=0, atol=0)
