@@ -253,23 +253,23 @@ class Bench:
         if nets.decomposer is not None:
             params.append(nets.matcher.all_parameters())
 
-        def gradients(terms: list[Tensor], graph: bool) -> list[tuple[Tensor, ...]]:
-            grads = [
+        def gradients(terms: list[Tensor], graph: bool) -> list[tuple[Tensor | None, ...]]:
+            return [
                 torch.autograd.grad(term, group, retain_graph=True, create_graph=graph, allow_unused=True)
                 for term, group in zip(terms, params, strict=True)
-            ]  # a parameter a term does not reach (the classifier, for the distillation term) has gradient zero
-            return [
-                tuple(torch.zeros_like(p) if g is None else g for g, p in zip(gs, group, strict=True))
-                for gs, group in zip(grads, params, strict=True)
             ]
+
+        def distance(real_grads: tuple[Tensor | None, ...], syn_grads: tuple[Tensor | None, ...]) -> Tensor:
+            # as the matcher does: a parameter a term does not reach (the classifier, for the distillation term) is
+            # left out of the distance
+            kept = [(r, s) for r, s in zip(real_grads, syn_grads, strict=True) if r is not None and s is not None]
+            return gradient_distance([r for r, _ in kept], [s for _, s in kept], cfg.distance)
 
         real_grads = counted("real gradients", lambda: gradients(real, graph=False))
         syn_grads = counted("synthetic gradients", lambda: gradients(syn, graph=True))
         assert self.balancer is not None
         weights = self.balancer.weights(0).to(self.device)
-        total = sum(
-            w * gradient_distance(r, s, cfg.distance) for w, r, s in zip(weights, real_grads, syn_grads, strict=True)
-        )
+        total = sum(w * distance(r, s) for w, r, s in zip(weights, real_grads, syn_grads, strict=True))
         counted("image backward", lambda: total.backward(inputs=[self.syn]))
         return {name: value / 1e9 for name, value in flops.items()}
 
