@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The CPU-scale cross-architecture protocol: condense CIFAR-10 at IPC 1 with every arm and 3 condensation seeds,
+# The CPU-scale protocol of docs/results.md: condense CIFAR-10 at IPC 1 with every arm and 3 condensation seeds,
 # then train ConvNet-3, ResNet18 and ViT-Tiny on each set and test them on the full test set.
 #
 #   bash scripts/cpu_protocol.sh              # everything (resumable: run it again to continue)

@@ -2,8 +2,8 @@
 
     python scripts/protocol_report.py runs/protocol
 
-Prints a Markdown table (one row per arm, over its seeds). The accuracy tables come from the
-evaluation itself (runs/protocol/eval/results.md).
+Prints a Markdown table (one row per arm, over its seeds), the condensation-time table of docs/results.md. The
+accuracy tables come from the evaluation itself (runs/protocol/eval/results.md).
 """
 
 from __future__ import annotations
