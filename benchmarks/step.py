@@ -48,14 +48,13 @@ from torch import Tensor
 from torch.utils.flop_counter import FlopCounterMode
 
 from hmdc_modules import (
-    DifferentiableAugment,
     FeatureMap,
     GradientBalancer,
     MutualDistillationLoss,
-    decode_formation,
     normalize_image_gradients,
     soft_cross_entropy,
 )
+from hmdc_modules.condensation import DifferentiableAugment, decode_formation
 from hmdc_modules.functional import gradient_distance
 
 REPO = Path(__file__).resolve().parents[1]

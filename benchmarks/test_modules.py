@@ -16,7 +16,6 @@ from pytest_benchmark.fixture import BenchmarkFixture
 from torch import Tensor, nn
 
 from hmdc_modules import (
-    ConvNet,
     FeatureAdapter,
     FeatureMap,
     GradientBalancer,
@@ -24,8 +23,8 @@ from hmdc_modules import (
     MutualDistillationLoss,
     SpatialSemanticDecomposer,
     auto_adapter,
-    create_model,
 )
+from hmdc_modules.condensation import ConvNet, create_model
 
 ROUNDS = 5
 WARMUP_ROUNDS = 1

@@ -42,14 +42,18 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from hmdc_modules import (
-    CIFAR10_MEAN,
-    CIFAR10_STD,
-    DifferentiableAugment,
     GradientBalancer,
     HeterogeneousGradientMatcher,
     MutualDistillationLoss,
     SpatialSemanticDecomposer,
     auto_adapter,
+    normalize_image_gradients,
+    soft_cross_entropy,
+)
+from hmdc_modules.condensation import (
+    CIFAR10_MEAN,
+    CIFAR10_STD,
+    DifferentiableAugment,
     create_model,
     cutmix,
     decode_formation,
@@ -57,14 +61,12 @@ from hmdc_modules import (
     load_checkpoint,
     load_cifar10,
     normalize,
-    normalize_image_gradients,
     plot_balancer_history,
     plot_metrics,
     save_checkpoint,
     save_image_grid,
     save_synthetic_set,
     select_representatives,
-    soft_cross_entropy,
 )
 from hmdc_modules.distributed import (
     DistributedContext,
@@ -649,7 +651,7 @@ class RunFolder:
 
 
 def real_class_names(real: RealData) -> list[str]:
-    from hmdc_modules import CIFAR10_CLASSES
+    from hmdc_modules.condensation import CIFAR10_CLASSES
 
     return [CIFAR10_CLASSES[c] for c in real.classes] if len(real.classes) <= 3 else [f"{len(real.classes)} classes"]
 

@@ -1,7 +1,15 @@
-"""hmdc_modules: Heterogeneous Model Dataset Condensation (HMDC, ECCV 2024) as composable PyTorch modules."""
+"""hmdc_modules: Heterogeneous Model Dataset Condensation (HMDC, ECCV 2024) as composable PyTorch modules.
 
+The top level holds the method: the four modules, the adapters and feature types, and the functional forms. The
+condensation kit (augmentation, formation, selection, models, datasets, I/O, plots) lives in
+[`hmdc_modules.condensation`][hmdc_modules.condensation], the evaluation suite in
+[`hmdc_modules.evaluation`][hmdc_modules.evaluation].
+"""
+
+from importlib import import_module
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as _version
+from typing import Any
 
 from hmdc_modules.adapters import (
     CNNAdapter,
@@ -12,30 +20,19 @@ from hmdc_modules.adapters import (
     ViTAdapter,
     auto_adapter,
 )
-from hmdc_modules.augment import AugmentParams, CutMix, DifferentiableAugment, cutmix
 from hmdc_modules.balancer import BalancerRecord, GradientBalancer
-from hmdc_modules.checkpoint import load_checkpoint, save_checkpoint
-from hmdc_modules.data import (
-    CIFAR10_CLASSES,
-    CIFAR10_MEAN,
-    CIFAR10_STD,
-    SyntheticSet,
-    denormalize,
-    load_cifar10,
-    load_synthetic_set,
-    normalize,
-    read_synthetic_set,
-    save_synthetic_set,
-)
 from hmdc_modules.decomposition import SpatialSemanticDecomposer
 from hmdc_modules.distillation import MutualDistillationLoss
 from hmdc_modules.features import AdapterOutput, FeatureMap, FeatureSpec
-from hmdc_modules.formation import decode_formation, decode_formation_labels, encode_formation
-from hmdc_modules.functional import normalize_image_gradients, soft_cross_entropy
+from hmdc_modules.functional import (
+    balance_weights,
+    gradient_distance,
+    match_gradients,
+    mutual_distillation_loss,
+    normalize_image_gradients,
+    soft_cross_entropy,
+)
 from hmdc_modules.matching import HeterogeneousGradientMatcher
-from hmdc_modules.models import ConvNet, create_model
-from hmdc_modules.plotting import plot_balancer_history, plot_metrics, save_image_grid
-from hmdc_modules.selection import KMeansResult, kmeans, nearest_to_centroids, select_representatives
 
 try:
     __version__ = _version("hmdc_modules")
@@ -43,50 +40,74 @@ except PackageNotFoundError:  # running from a source tree that was not installe
     __version__ = "0.0.0+unknown"
 
 __all__ = [
-    "CIFAR10_CLASSES",
-    "CIFAR10_MEAN",
-    "CIFAR10_STD",
     "AdapterOutput",
-    "AugmentParams",
     "BalancerRecord",
     "CNNAdapter",
-    "ConvNet",
-    "CutMix",
-    "DifferentiableAugment",
     "FeatureAdapter",
     "FeatureMap",
     "FeatureSpec",
     "GradientBalancer",
     "HeterogeneousGradientMatcher",
     "HookAdapter",
-    "KMeansResult",
     "MutualDistillationLoss",
     "SpatialSemanticDecomposer",
-    "SyntheticSet",
     "TimmAdapter",
     "TorchvisionAdapter",
     "ViTAdapter",
     "__version__",
     "auto_adapter",
-    "create_model",
-    "cutmix",
-    "decode_formation",
-    "decode_formation_labels",
-    "denormalize",
-    "encode_formation",
-    "kmeans",
-    "load_checkpoint",
-    "load_cifar10",
-    "load_synthetic_set",
-    "nearest_to_centroids",
-    "normalize",
+    "balance_weights",
+    "gradient_distance",
+    "match_gradients",
+    "mutual_distillation_loss",
     "normalize_image_gradients",
-    "plot_balancer_history",
-    "plot_metrics",
-    "read_synthetic_set",
-    "save_checkpoint",
-    "save_image_grid",
-    "save_synthetic_set",
-    "select_representatives",
     "soft_cross_entropy",
 ]
+
+# Names that version 0.1 exported at the top level and documented there; they now live in the condensation kit.
+_MOVED_TO_CONDENSATION = frozenset(
+    {
+        "CIFAR10_CLASSES",
+        "CIFAR10_MEAN",
+        "CIFAR10_STD",
+        "AugmentParams",
+        "ConvNet",
+        "CutMix",
+        "DifferentiableAugment",
+        "KMeansResult",
+        "SyntheticSet",
+        "create_model",
+        "cutmix",
+        "decode_formation",
+        "decode_formation_labels",
+        "denormalize",
+        "encode_formation",
+        "kmeans",
+        "load_checkpoint",
+        "load_cifar10",
+        "load_synthetic_set",
+        "nearest_to_centroids",
+        "normalize",
+        "plot_balancer_history",
+        "plot_metrics",
+        "read_synthetic_set",
+        "save_checkpoint",
+        "save_image_grid",
+        "save_synthetic_set",
+        "select_representatives",
+    }
+)
+
+
+def __getattr__(name: str) -> Any:
+    """Deprecated aliases: ``hmdc_modules.ConvNet`` and friends, now under ``hmdc_modules.condensation``."""
+    if name in _MOVED_TO_CONDENSATION:
+        import warnings
+
+        warnings.warn(
+            f"hmdc_modules.{name} moved to hmdc_modules.condensation.{name}; the top-level alias will be removed",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(import_module("hmdc_modules.condensation"), name)
+    raise AttributeError(f"module 'hmdc_modules' has no attribute {name!r}")

@@ -28,8 +28,8 @@ from hmdc_modules.adapters import (
     default_output_fn,
     to_feature_map,
 )
+from hmdc_modules.condensation.models.convnet import ConvNet
 from hmdc_modules.features import AdapterOutput, FeatureMap, FeatureSpec
-from hmdc_modules.models.convnet import ConvNet
 
 # ----------------------------------------------------------------------------------------------------------------
 # helpers written for the tests (independent of the adapters' own hooking)

@@ -1,4 +1,4 @@
-"""Tests for the differentiable augmentation and cutmix (hmdc_modules.augment)."""
+"""Tests for the differentiable augmentation and cutmix (hmdc_modules.condensation.augment)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hmdc_modules.augment import GEOMETRIC_OPS, AugmentParams, CutMix, DifferentiableAugment, cutmix
+from hmdc_modules.condensation.augment import GEOMETRIC_OPS, AugmentParams, CutMix, DifferentiableAugment, cutmix
 
 SETTINGS = settings(deadline=None, max_examples=20)
 
@@ -581,7 +581,7 @@ def test_cutmix_probability_and_reproducibility() -> None:
 
 @pytest.mark.parametrize("beta", [0.5, 1.0, 2.0])
 def test_cutmix_lambda_follows_beta(beta: float) -> None:
-    from hmdc_modules.augment import _sample_beta
+    from hmdc_modules.condensation.augment import _sample_beta
 
     gen = torch.Generator().manual_seed(0)
     draws = torch.tensor([_sample_beta(beta, gen) for _ in range(3000)], dtype=torch.float64)

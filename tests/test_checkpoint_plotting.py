@@ -9,8 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from hmdc_modules import (
-    GradientBalancer,
+from hmdc_modules import GradientBalancer
+from hmdc_modules.condensation import (
     load_checkpoint,
     plot_balancer_history,
     plot_metrics,

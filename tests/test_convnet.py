@@ -1,4 +1,4 @@
-"""Tests for hmdc_modules.models.convnet.ConvNet."""
+"""Tests for hmdc_modules.condensation.models.convnet.ConvNet."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from hmdc_modules.models.convnet import ConvNet
+from hmdc_modules.condensation.models.convnet import ConvNet
 
 
 def _manual_forward(net: ConvNet, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:

@@ -1,4 +1,4 @@
-"""Tests for hmdc_modules.data: CIFAR-10 loading (both layouts), normalisation and synthetic-set files."""
+"""Tests for hmdc_modules.condensation.data: CIFAR-10 loading (both layouts), normalisation and synthetic-set files."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from hmdc_modules import data
-from hmdc_modules.data import (
+from hmdc_modules.condensation.data import (
     CIFAR10_CLASSES,
     CIFAR10_MEAN,
     CIFAR10_STD,

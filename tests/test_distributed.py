@@ -18,7 +18,8 @@ from conftest import write_fake_cifar
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hmdc_modules import GradientBalancer, load_checkpoint, read_synthetic_set
+from hmdc_modules import GradientBalancer
+from hmdc_modules.condensation import load_checkpoint, read_synthetic_set
 from hmdc_modules.distributed import (
     all_gather_objects,
     all_reduce_sum_,

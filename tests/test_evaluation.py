@@ -11,7 +11,14 @@ import pytest
 import torch
 
 import hmdc_modules.evaluation.training as training
-from hmdc_modules.data import CIFAR10_MEAN, CIFAR10_STD, load_cifar10, normalize, read_synthetic_set, save_synthetic_set
+from hmdc_modules.condensation.data import (
+    CIFAR10_MEAN,
+    CIFAR10_STD,
+    load_cifar10,
+    normalize,
+    read_synthetic_set,
+    save_synthetic_set,
+)
 from hmdc_modules.evaluate import main
 from hmdc_modules.evaluation import (
     Cell,

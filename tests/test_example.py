@@ -16,7 +16,7 @@ from types import ModuleType
 import pytest
 import torch
 
-from hmdc_modules import ConvNet, load_checkpoint, load_synthetic_set, read_synthetic_set
+from hmdc_modules.condensation import ConvNet, load_checkpoint, load_synthetic_set, read_synthetic_set
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "hmdc_cifar10.py"

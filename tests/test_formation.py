@@ -1,4 +1,4 @@
-"""Tests for multi-formation encode/decode (hmdc_modules.formation)."""
+"""Tests for multi-formation encode/decode (hmdc_modules.condensation.formation)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hmdc_modules.formation import decode_formation, decode_formation_labels, encode_formation
+from hmdc_modules.condensation.formation import decode_formation, decode_formation_labels, encode_formation
 
 SETTINGS = settings(deadline=None, max_examples=20)
 

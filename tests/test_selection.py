@@ -1,4 +1,5 @@
-"""Tests for hmdc_modules.selection: k-means, nearest-sample lookup, representative selection, embedding."""
+"""Tests for hmdc_modules.condensation.selection: k-means, nearest-sample lookup, representative selection,
+embedding."""
 
 from __future__ import annotations
 
@@ -11,7 +12,13 @@ from hypothesis import strategies as st
 from torch import Tensor, nn
 
 from hmdc_modules import selection
-from hmdc_modules.selection import KMeansResult, embed, kmeans, nearest_to_centroids, select_representatives
+from hmdc_modules.condensation.selection import (
+    KMeansResult,
+    embed,
+    kmeans,
+    nearest_to_centroids,
+    select_representatives,
+)
 
 SETTINGS = settings(deadline=None, max_examples=20)
 

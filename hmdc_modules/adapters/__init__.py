@@ -18,7 +18,7 @@ from hmdc_modules.adapters.layout import semantic_vector, to_feature_map
 from hmdc_modules.adapters.timm import TimmAdapter
 from hmdc_modules.adapters.torchvision import TorchvisionAdapter
 from hmdc_modules.adapters.vit import ViTAdapter
-from hmdc_modules.models.convnet import ConvNet
+from hmdc_modules.condensation.models.convnet import ConvNet
 
 __all__ = [
     "CNNAdapter",
@@ -38,7 +38,7 @@ def auto_adapter(model: nn.Module, **kwargs: Any) -> FeatureAdapter:
     """Wrap ``model`` in the adapter its family calls for.
 
     - an adapter already: returned as is;
-    - the library's [`ConvNet`][hmdc_modules.models.convnet.ConvNet]:
+    - the library's [`ConvNet`][hmdc_modules.condensation.models.convnet.ConvNet]:
       [`CNNAdapter`][hmdc_modules.adapters.cnn.CNNAdapter] on its pool outputs;
     - a timm model (defined in ``timm``, with ``forward_intermediates`` and ``feature_info``):
       [`TimmAdapter`][hmdc_modules.adapters.timm.TimmAdapter];
@@ -61,7 +61,7 @@ def auto_adapter(model: nn.Module, **kwargs: Any) -> FeatureAdapter:
 
     Examples:
         >>> import timm
-        >>> from hmdc_modules.models.convnet import ConvNet
+        >>> from hmdc_modules.condensation.models.convnet import ConvNet
         >>> type(auto_adapter(ConvNet())).__name__
         'CNNAdapter'
         >>> type(auto_adapter(timm.create_model("test_resnet", num_classes=10))).__name__

@@ -79,7 +79,7 @@ class FeatureAdapter(nn.Module, ABC):
 
     Examples:
         >>> from hmdc_modules.adapters import CNNAdapter
-        >>> from hmdc_modules.models.convnet import ConvNet
+        >>> from hmdc_modules.condensation.models.convnet import ConvNet
         >>> adapter = CNNAdapter(ConvNet(width=16), input_size=32)  # a concrete FeatureAdapter
         >>> out = adapter(torch.zeros(2, 3, 64, 64))  # resized to 32x32 first
         >>> out.logits.shape, len(out.features), out.features[0].spatial.shape
@@ -148,7 +148,7 @@ class FeatureAdapter(nn.Module, ABC):
 
         Examples:
             >>> from hmdc_modules.adapters import CNNAdapter
-            >>> from hmdc_modules.models.convnet import ConvNet
+            >>> from hmdc_modules.condensation.models.convnet import ConvNet
             >>> CNNAdapter(ConvNet(width=16)).feature_specs(32)[-1]
             FeatureSpec(name='features.2.pool', channels=16, height=4, width=4)
         """

@@ -25,7 +25,7 @@ class CNNAdapter(HookAdapter):
     Args:
         model: The CNN.
         layers: Names of the submodules to tap, shallow to deep. ``None`` uses ``model.feature_layers`` (the
-            pool outputs of [`ConvNet`][hmdc_modules.models.convnet.ConvNet]).
+            pool outputs of [`ConvNet`][hmdc_modules.condensation.models.convnet.ConvNet]).
         channels_last: The tapped outputs are NHWC (e.g. ConvNeXt blocks written channels-last).
         input_size: Resize inputs to this size first (bilinear, ``align_corners=True``); ``None`` keeps them.
         output_fn: Maps the model's output to its logits (default: the output itself if a tensor).
@@ -40,7 +40,7 @@ class CNNAdapter(HookAdapter):
 
     Examples:
         >>> import torch
-        >>> from hmdc_modules.models.convnet import ConvNet
+        >>> from hmdc_modules.condensation.models.convnet import ConvNet
         >>> adapter = CNNAdapter(ConvNet(width=16))
         >>> [tuple(f.spatial.shape) for f in adapter(torch.zeros(2, 3, 32, 32)).features]
         [(2, 16, 16, 16), (2, 16, 8, 8), (2, 16, 4, 4)]

@@ -76,10 +76,13 @@ def make_random_real_set(
 ) -> Path:
     """Write the "Random" baseline: ``ipc`` real CIFAR-10 training images per class, drawn with ``seed``.
 
-    The training split is read with [`load_cifar10`][hmdc_modules.data.load_cifar10], the images are drawn with
+    The training split is read with [`load_cifar10`][hmdc_modules.condensation.data.load_cifar10], the images are drawn
+    with
     [`sample_per_class`][hmdc_modules.evaluation.baselines.sample_per_class], normalised with
-    [`CIFAR10_MEAN`][hmdc_modules.data.CIFAR10_MEAN] / [`CIFAR10_STD`][hmdc_modules.data.CIFAR10_STD] and saved
-    with [`save_synthetic_set`][hmdc_modules.data.save_synthetic_set] (``factor=1``, ``iteration=0``; ``extra``
+    [`CIFAR10_MEAN`][hmdc_modules.condensation.data.CIFAR10_MEAN] /
+    [`CIFAR10_STD`][hmdc_modules.condensation.data.CIFAR10_STD] and saved
+    with [`save_synthetic_set`][hmdc_modules.condensation.data.save_synthetic_set] (``factor=1``, ``iteration=0``;
+    ``extra``
     records ``baseline="random_real"``, ``seed`` and the drawn ``source_indices`` into the loaded split).
 
     Args:
@@ -104,7 +107,7 @@ def make_random_real_set(
         >>> str(path)  # doctest: +SKIP
         'runs/random_ipc1/synthetic.pt'
     """
-    from hmdc_modules.data import CIFAR10_MEAN, CIFAR10_STD, load_cifar10, normalize, save_synthetic_set
+    from hmdc_modules.condensation.data import CIFAR10_MEAN, CIFAR10_STD, load_cifar10, normalize, save_synthetic_set
 
     if not isinstance(out, str | os.PathLike):
         raise TypeError(f"`out` must be a str or path, got {describe(out)}")

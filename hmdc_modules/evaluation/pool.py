@@ -107,7 +107,7 @@ def model_family(name: str) -> str:
     """Whether ``name`` is a vision transformer (``"vit"``) or not (``"cnn"``).
 
     A ViT is a timm model defined in timm's ``vision_transformer``, ``deit``, ``vision_transformer_relpos`` or
-    ``eva`` module: exactly the models [`create_model`][hmdc_modules.models.factory.create_model] passes
+    ``eva`` module: exactly the models [`create_model`][hmdc_modules.condensation.models.factory.create_model] passes
     ``image_size`` and ``patch_size`` to. Everything else, ``"convnet"`` included, counts as a CNN. The family
     decides whether cutmix is used in training (not for ViTs) and which average a model enters in the reports.
 
@@ -146,7 +146,7 @@ class ModelSpec:
         lr: SGD learning rate; ``None`` takes
             [`default_learning_rate`][hmdc_modules.evaluation.pool.default_learning_rate] of ``name``.
         weights: A local weights file to start from (see
-            [`load_weights`][hmdc_modules.models.factory.load_weights]; the classifier head stays freshly
+            [`load_weights`][hmdc_modules.condensation.models.factory.load_weights]; the classifier head stays freshly
             initialised). ``None`` (the default) trains from scratch. Never downloaded.
         image_size: The side the model sees: the 32x32 images are resized to it (bilinear) after augmentation and
             before testing.
@@ -288,14 +288,14 @@ class ModelSpec:
         """
         check_positive_int("num_classes", num_classes)
         if self.name.lower() == "convnet":
-            from hmdc_modules.models import ConvNet
-            from hmdc_modules.models.factory import load_weights
+            from hmdc_modules.condensation.models import ConvNet
+            from hmdc_modules.condensation.models.factory import load_weights
 
             model: nn.Module = ConvNet(num_classes=num_classes, width=self.width or 128, image_size=self.image_size)
             if self.weights is not None:
                 load_weights(model, self.weights)
         else:
-            from hmdc_modules.models import create_model
+            from hmdc_modules.condensation.models import create_model
 
             model = create_model(
                 self.name,

@@ -275,7 +275,7 @@ def _prepare(
         ``(cells, classes_of, held)``: the planned cells, each set's classes by name, and the valid records of
         planned cells found in the folder, by cell key.
     """
-    from hmdc_modules.data import read_synthetic_set
+    from hmdc_modules.condensation.data import read_synthetic_set
 
     set_specs = [s if isinstance(s, SetSpec) else SetSpec.from_path(s) for s in sets]
     model_specs = [m if isinstance(m, ModelSpec) else ModelSpec(m) for m in models]

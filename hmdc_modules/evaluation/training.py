@@ -46,12 +46,13 @@ class EvalSettings:
             (BatchNorm cannot train on one image).
         momentum: SGD momentum (0.9).
         weight_decay: SGD weight decay ($5 \cdot 10^{-4}$).
-        augment: Apply [`DifferentiableAugment`][hmdc_modules.augment.DifferentiableAugment] (unseeded, one draw
+        augment: Apply [`DifferentiableAugment`][hmdc_modules.condensation.augment.DifferentiableAugment] (unseeded,
+        one draw
             per image) to every training batch.
-        cutmix_p: Probability of [`cutmix`][hmdc_modules.augment.cutmix] per batch (0.5); never for ViTs; 0
+        cutmix_p: Probability of [`cutmix`][hmdc_modules.condensation.augment.cutmix] per batch (0.5); never for ViTs; 0
             disables it.
         data_root: The CIFAR-10 folder the test split is read from (see
-            [`load_cifar10`][hmdc_modules.data.load_cifar10]).
+            [`load_cifar10`][hmdc_modules.condensation.data.load_cifar10]).
         test_per_class: Use only the first this many test images of each class (``None``: all 1,000).
         test_batch_size: Batch size of the test passes (memory only; results do not depend on it).
         num_classes: Output classes of the models (10 for CIFAR-10; the set's labels must be below it).
@@ -133,7 +134,7 @@ def load_test_set(settings: EvalSettings, classes: Sequence[int] | None = None) 
         classes: Class indices to keep (``None``: all).
 
     Returns:
-        ``(images, labels)``, see [`load_cifar10`][hmdc_modules.data.load_cifar10].
+        ``(images, labels)``, see [`load_cifar10`][hmdc_modules.condensation.data.load_cifar10].
 
     Raises:
         FileNotFoundError: If the data is missing (the library's message: where it looked and how to get it).
@@ -141,7 +142,7 @@ def load_test_set(settings: EvalSettings, classes: Sequence[int] | None = None) 
     Shape:
         - output images: $(N, 3, 32, 32)$, ``uint8``; output labels: $(N,)$
     """
-    from hmdc_modules.data import load_cifar10
+    from hmdc_modules.condensation.data import load_cifar10
 
     if not isinstance(settings, EvalSettings):
         raise TypeError(f"`settings` must be an EvalSettings, got {describe(settings)}")
@@ -241,7 +242,8 @@ def run_cell(
     The result depends only on the cell and the settings (and, through floating point, the device): the seed
     initialises the model (from the global torch RNG, inside ``torch.random.fork_rng`` so the caller's RNG state is
     left untouched), orders the data (a private generator) and draws augmentation and cutmix (another private
-    generator). The set is read with [`load_synthetic_set`][hmdc_modules.data.load_synthetic_set] (multi-formation
+    generator). The set is read with [`load_synthetic_set`][hmdc_modules.condensation.data.load_synthetic_set]
+    (multi-formation
     decoded); the test images of the set's classes are normalised with the set's own mean and std.
 
     Args:
@@ -270,8 +272,8 @@ def run_cell(
     """
     from tqdm.auto import tqdm
 
-    from hmdc_modules.augment import DifferentiableAugment, cutmix
-    from hmdc_modules.data import load_synthetic_set, normalize, read_synthetic_set
+    from hmdc_modules.condensation.augment import DifferentiableAugment, cutmix
+    from hmdc_modules.condensation.data import load_synthetic_set, normalize, read_synthetic_set
     from hmdc_modules.functional import soft_cross_entropy
 
     if not isinstance(cell, Cell):

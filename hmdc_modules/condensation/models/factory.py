@@ -107,7 +107,8 @@ def create_model(
     Nothing is downloaded: timm models are created with ``pretrained=False`` and, when ``weights`` is given,
     loaded from that local file (the classifier head is re-initialised for ``num_classes``). Vision
     transformers get the explicit attention path (see
-    [`disable_fused_attention`][hmdc_modules.models.factory.disable_fused_attention]) so that gradient matching
+    [`disable_fused_attention`][hmdc_modules.condensation.models.factory.disable_fused_attention]) so that gradient
+    matching
     can differentiate through them.
 
     Args:
@@ -116,7 +117,8 @@ def create_model(
         image_size: Input side. Passed to timm models that take ``img_size`` (ViTs), so a ViT runs natively at
             32x32 instead of upsampling to 224.
         patch_size: Patch size for ViTs (e.g. 4 at 32x32); ``None`` keeps the architecture's own.
-        weights: Optional local weights file (see [`load_weights`][hmdc_modules.models.factory.load_weights]).
+        weights: Optional local weights file (see
+        [`load_weights`][hmdc_modules.condensation.models.factory.load_weights]).
 
     Returns:
         The model, in training mode.
@@ -132,7 +134,7 @@ def create_model(
     if not isinstance(name, str):
         raise TypeError(f"`name` must be a model name string, got {type(name).__name__}")
     if name.lower() == "convnet":
-        from hmdc_modules.models.convnet import ConvNet
+        from hmdc_modules.condensation.models.convnet import ConvNet
 
         model: nn.Module = ConvNet(num_classes=num_classes, image_size=image_size)
     else:

@@ -3,7 +3,7 @@
 Each of the ``depth`` blocks is ``Conv3x3 -> norm -> ReLU -> 2x2 pool``; a linear classifier reads the flattened
 output of the last block. The modules are named so that the tapped outputs read naturally:
 ``features.0.pool``, ``features.1.pool``, ... (listed by
-[`ConvNet.feature_layers`][hmdc_modules.models.convnet.ConvNet.feature_layers]).
+[`ConvNet.feature_layers`][hmdc_modules.condensation.models.convnet.ConvNet.feature_layers]).
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ _CHUNK_ELEMENTS = 1 << 23
 
 
 class KMeansResult(NamedTuple):
-    """The outcome of [`kmeans`][hmdc_modules.selection.kmeans].
+    """The outcome of [`kmeans`][hmdc_modules.condensation.selection.kmeans].
 
     Attributes:
         centroids: The cluster centres after the last Lloyd update.
@@ -171,7 +171,8 @@ def kmeans(
         generator: Source of randomness for the seeding.
 
     Returns:
-        A [`KMeansResult`][hmdc_modules.selection.KMeansResult] ``(centroids, assignments, iterations_run)``.
+        A [`KMeansResult`][hmdc_modules.condensation.selection.KMeansResult] ``(centroids, assignments,
+        iterations_run)``.
 
     Raises:
         TypeError: If ``x`` is not a floating tensor, an integer argument is not an ``int`` or ``generator`` is not
@@ -294,13 +295,13 @@ def select_representatives(
     ``0..N-1`` are returned without clustering (so the result then has ``N``, not ``k``, entries).
 
     Args:
-        embeddings: One feature vector per sample (e.g. from [`embed`][hmdc_modules.selection.embed]).
+        embeddings: One feature vector per sample (e.g. from [`embed`][hmdc_modules.condensation.selection.embed]).
         k: Number of samples to pick (clusters).
         unique: Whether the indices must be distinct (see
-            [`nearest_to_centroids`][hmdc_modules.selection.nearest_to_centroids]).
+            [`nearest_to_centroids`][hmdc_modules.condensation.selection.nearest_to_centroids]).
         generator: Source of randomness for the k-means++ seeding.
         iterations: Maximum number of Lloyd updates.
-        tolerance: Early-stopping threshold of [`kmeans`][hmdc_modules.selection.kmeans].
+        tolerance: Early-stopping threshold of [`kmeans`][hmdc_modules.condensation.selection.kmeans].
         seeding_power: Exponent of the k-means++ sampling weights (1: distance, the reference; 2: squared).
 
     Returns:

@@ -1,13 +1,14 @@
 """CIFAR-10 loading, pixel normalisation and synthetic-set files.
 
-- [`load_cifar10`][hmdc_modules.data.load_cifar10] reads CIFAR-10 from torchvision's pickled batches
+- [`load_cifar10`][hmdc_modules.condensation.data.load_cifar10] reads CIFAR-10 from torchvision's pickled batches
   (``root/cifar-10-batches-py``) or from image folders (``root/{train,test}/<class>/*.png|jpg``, the layout the
   offline copy's ``unpack.py`` writes) into one ``uint8`` tensor.
-- [`normalize`][hmdc_modules.data.normalize] / [`denormalize`][hmdc_modules.data.denormalize] map between pixels
+- [`normalize`][hmdc_modules.condensation.data.normalize] / [`denormalize`][hmdc_modules.condensation.data.denormalize]
+  map between pixels
   in $[0, 1]$ and the channel-standardised space the synthetic images live in.
-- [`save_synthetic_set`][hmdc_modules.data.save_synthetic_set],
-  [`read_synthetic_set`][hmdc_modules.data.read_synthetic_set] and
-  [`load_synthetic_set`][hmdc_modules.data.load_synthetic_set] store and reload a condensed set as a plain
+- [`save_synthetic_set`][hmdc_modules.condensation.data.save_synthetic_set],
+  [`read_synthetic_set`][hmdc_modules.condensation.data.read_synthetic_set] and
+  [`load_synthetic_set`][hmdc_modules.condensation.data.load_synthetic_set] store and reload a condensed set as a plain
   dictionary of tensors and Python values, readable with ``torch.load(..., weights_only=True)``.
 """
 
@@ -34,7 +35,7 @@ from hmdc_modules._validation import (
     check_tensor,
     describe,
 )
-from hmdc_modules.checkpoint import atomic_torch_save
+from hmdc_modules.condensation.io import atomic_torch_save
 
 __all__ = [
     "CIFAR10_CLASSES",
@@ -53,7 +54,7 @@ CIFAR10_MEAN: tuple[float, float, float] = (0.4914, 0.4822, 0.4465)
 """Per-channel (R, G, B) mean of the CIFAR-10 training images, pixels scaled to $[0, 1]$."""
 
 CIFAR10_STD: tuple[float, float, float] = (0.2023, 0.1994, 0.2010)
-"""Per-channel (R, G, B) standard deviation used with [`CIFAR10_MEAN`][hmdc_modules.data.CIFAR10_MEAN]."""
+"""Per-channel (R, G, B) standard deviation used with [`CIFAR10_MEAN`][hmdc_modules.condensation.data.CIFAR10_MEAN]."""
 
 CIFAR10_CLASSES: tuple[str, ...] = (
     "airplane",
@@ -300,7 +301,8 @@ def load_cifar10(
        test copy; no checksum is verified on this path.
     3. ``root/{split}/<class>/*.png|jpg|jpeg`` (image folders, e.g. written by
        ``python ../shared/data/cifar10/unpack.py <root>``). Each class folder becomes a label: its index in
-       [`CIFAR10_CLASSES`][hmdc_modules.data.CIFAR10_CLASSES] when every folder name is a CIFAR-10 class name (so a
+       [`CIFAR10_CLASSES`][hmdc_modules.condensation.data.CIFAR10_CLASSES] when every folder name is a CIFAR-10 class
+       name (so a
        tree holding only ``cat/`` and ``ship/`` gives labels 3 and 8), otherwise its position in the sorted folder
        names. Within a class, files are sorted numerically when every stem is an integer (``2.png`` before
        ``10.png``), else by name; hidden files and other extensions are ignored. Images are decoded once, with a
@@ -438,7 +440,8 @@ def denormalize(
     mean: Sequence[float] | Tensor = CIFAR10_MEAN,
     std: Sequence[float] | Tensor = CIFAR10_STD,
 ) -> Tensor:
-    r"""Undo [`normalize`][hmdc_modules.data.normalize]: $x \sigma_c + \mu_c$ (pixels in $[0, 1]$, not clamped).
+    r"""Undo [`normalize`][hmdc_modules.condensation.data.normalize]: $x \sigma_c + \mu_c$ (pixels in $[0, 1]$, not
+    clamped).
 
     Args:
         x: Standardised images, floating point, channels at dimension $-3$.
@@ -478,7 +481,7 @@ def denormalize(
 
 @dataclass(frozen=True, eq=False)
 class SyntheticSet:
-    """A condensed set as stored by [`save_synthetic_set`][hmdc_modules.data.save_synthetic_set].
+    """A condensed set as stored by [`save_synthetic_set`][hmdc_modules.condensation.data.save_synthetic_set].
 
     Attributes:
         images: The stored synthetic images, normalised, still packed (multi-formation), on the CPU.
@@ -667,7 +670,8 @@ def _expect(path: Path, content: Mapping[str, Any], key: str, kind: type | tuple
 
 
 def read_synthetic_set(path: str | os.PathLike[str]) -> SyntheticSet:
-    """Read a file written by [`save_synthetic_set`][hmdc_modules.data.save_synthetic_set] (images still packed).
+    """Read a file written by [`save_synthetic_set`][hmdc_modules.condensation.data.save_synthetic_set] (images still
+    packed).
 
     The file is loaded with ``torch.load(path, map_location="cpu", weights_only=True)``, so it cannot run code.
     Files of the authors' implementation (a dictionary with ``synthetic_images`` of shape ``[C, IPC, 3, H, W]``,
@@ -679,7 +683,7 @@ def read_synthetic_set(path: str | os.PathLike[str]) -> SyntheticSet:
         path: The file to read.
 
     Returns:
-        A [`SyntheticSet`][hmdc_modules.data.SyntheticSet] with every stored field.
+        A [`SyntheticSet`][hmdc_modules.condensation.data.SyntheticSet] with every stored field.
 
     Raises:
         FileNotFoundError: If ``path`` does not exist.
@@ -764,12 +768,15 @@ def load_synthetic_set(
     """Load a synthetic set as a ``TensorDataset`` of ``(image, label)`` pairs, ready for training.
 
     Args:
-        path: A file written by [`save_synthetic_set`][hmdc_modules.data.save_synthetic_set] (or the authors'
-            implementation, see [`read_synthetic_set`][hmdc_modules.data.read_synthetic_set]).
+        path: A file written by [`save_synthetic_set`][hmdc_modules.condensation.data.save_synthetic_set] (or the
+        authors'
+            implementation, see [`read_synthetic_set`][hmdc_modules.condensation.data.read_synthetic_set]).
         decoded: Unpack multi-formation images with
-            [`decode_formation`][hmdc_modules.formation.decode_formation] at the stored factor (every tile resized
+            [`decode_formation`][hmdc_modules.condensation.formation.decode_formation] at the stored factor (every tile
+            resized
             back to the stored size) and repeat the labels to match
-            ([`decode_formation_labels`][hmdc_modules.formation.decode_formation_labels]). ``False`` returns the
+            ([`decode_formation_labels`][hmdc_modules.condensation.formation.decode_formation_labels]). ``False``
+            returns the
             stored, packed images.
         denormalized: Map the images back to pixel space $[0, 1]$ with the stored mean and std (not clamped).
             ``False`` keeps them normalised, as the training code expects.
@@ -795,7 +802,7 @@ def load_synthetic_set(
     synthetic = read_synthetic_set(path)
     images, labels = synthetic.images, synthetic.labels
     if decoded:
-        from hmdc_modules.formation import decode_formation, decode_formation_labels
+        from hmdc_modules.condensation.formation import decode_formation, decode_formation_labels
 
         images = decode_formation(images, synthetic.factor)
         labels = decode_formation_labels(labels, synthetic.factor)

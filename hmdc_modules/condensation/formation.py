@@ -7,14 +7,15 @@ tile back to the training size, and every tile inherits the stored image's label
 
 Layout, for a stored batch of $N$ images and tile $(r, c)$ (row $r$, column $c$, both in $[0, f)$):
 
-- [`encode_formation`][hmdc_modules.formation.encode_formation] puts input image $(r f + c) N + j$ into tile
+- [`encode_formation`][hmdc_modules.condensation.formation.encode_formation] puts input image $(r f + c) N + j$ into
+  tile
   $(r, c)$ of stored image $j$. For $f = 2$: top-left $j$, top-right $j + N$, bottom-left $j + 2N$,
   bottom-right $j + 3N$.
-- [`decode_formation`][hmdc_modules.formation.decode_formation] emits tile $(r, c)$ of stored image $j$ at
+- [`decode_formation`][hmdc_modules.condensation.formation.decode_formation] emits tile $(r, c)$ of stored image $j$ at
   output index $(r f + c) N + j$ (row-major over tiles), so decoding lays tiles out exactly as encoding took
   them. The reference implementation emits the tiles column-major (all top-left, then all bottom-left, then all
   top-right, ...); since every tile of a stored image shares its label, the order does not change training.
-- [`decode_formation_labels`][hmdc_modules.formation.decode_formation_labels] repeats the labels in that
+- [`decode_formation_labels`][hmdc_modules.condensation.formation.decode_formation_labels] repeats the labels in that
   same order.
 
 All resizing is bilinear with ``align_corners=True``, as in the reference, and every function is differentiable
@@ -111,7 +112,8 @@ def decode_formation(images: Tensor, factor: int, size: tuple[int, int] | None =
 
     $$Y_{(rf + c)N + j} = \mathrm{resize}_{\text{size}}\big(S_j[:, rh:(r+1)h,\ cw:(c+1)w]\big).$$
 
-    This is the inverse layout of [`encode_formation`][hmdc_modules.formation.encode_formation] (the reference
+    This is the inverse layout of [`encode_formation`][hmdc_modules.condensation.formation.encode_formation] (the
+    reference
     implementation emits the tiles column-major instead; all tiles of a stored image share its label, so the
     order does not matter for training). For $f = 1$ the input is returned unchanged (the same tensor object)
     when ``size`` is ``None`` or equals $(H, W)$, and is only resized otherwise.
@@ -155,7 +157,7 @@ def decode_formation(images: Tensor, factor: int, size: tuple[int, int] | None =
 
 
 def decode_formation_labels(labels: Tensor, factor: int) -> Tensor:
-    r"""Labels of the images produced by [`decode_formation`][hmdc_modules.formation.decode_formation].
+    r"""Labels of the images produced by [`decode_formation`][hmdc_modules.condensation.formation.decode_formation].
 
     Every tile inherits the label of its stored image, so output $(r f + c) N + j$ gets label $j$: the labels
     are repeated $f^2$ times along the batch axis (``labels.repeat``).

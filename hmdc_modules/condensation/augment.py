@@ -1,6 +1,6 @@
 """Differentiable image augmentation with a shareable seed (DSA, IDC variant) and cutmix.
 
-[`DifferentiableAugment`][hmdc_modules.augment.DifferentiableAugment] applies, in this order,
+[`DifferentiableAugment`][hmdc_modules.condensation.augment.DifferentiableAugment] applies, in this order,
 
 1. a horizontal flip (probability 0.5),
 2. colour jitter: brightness, then saturation, then contrast,
@@ -15,11 +15,13 @@ synthetic batch under the *same* transform, so a seeded call draws one set of pa
 generator seeded with ``seed`` and shares it over the whole batch ("Siamese" augmentation): the same seed gives
 the same transform whatever the batch size. Seeded calls never touch the global torch RNG.
 
-The random parameters are drawn up front into an [`AugmentParams`][hmdc_modules.augment.AugmentParams], always on
+The random parameters are drawn up front into an [`AugmentParams`][hmdc_modules.condensation.augment.AugmentParams],
+always on
 a CPU (or the given) generator and in a fixed order, then moved to the images' device, so CPU and GPU runs with
 the same seed see the same transform.
 
-[`cutmix`][hmdc_modules.augment.cutmix] pastes a random box of a partner image (a random permutation of the batch)
+[`cutmix`][hmdc_modules.condensation.augment.cutmix] pastes a random box of a partner image (a random permutation of
+the batch)
 into every image and mixes the targets by the pasted area.
 """
 
@@ -50,7 +52,8 @@ _NUM_DRAWS = 12  # uniforms per sample, in a fixed order (see DifferentiableAugm
 
 
 class AugmentParams(NamedTuple):
-    r"""The drawn parameters of one [`DifferentiableAugment`][hmdc_modules.augment.DifferentiableAugment] call.
+    r"""The drawn parameters of one [`DifferentiableAugment`][hmdc_modules.condensation.augment.DifferentiableAugment]
+    call.
 
     Every field is resolved (ready to apply) and holds the identity value for a disabled op, so the transform is
     fully determined by these tensors and the image size. Lengths are in fractions of the image side, so the same
@@ -437,7 +440,7 @@ class DifferentiableAugment(nn.Module):
         Args:
             x: Images, floating point, any channel count and size.
             seed: Draw one shared set of parameters from a private generator seeded with ``seed`` (see
-                [`sample_params`][hmdc_modules.augment.DifferentiableAugment.sample_params]).
+                [`sample_params`][hmdc_modules.condensation.augment.DifferentiableAugment.sample_params]).
             generator: Draw per-sample parameters from this generator (global RNG when ``None`` and no ``seed``).
             params: Apply these parameters instead of drawing (batch size 1, broadcast, or $B$). Exclusive with
                 ``seed`` and ``generator``.
@@ -604,7 +607,8 @@ def cutmix(
 
 
 class CutMix(nn.Module):
-    """Module form of [`cutmix`][hmdc_modules.augment.cutmix] with fixed ``num_classes``, ``p`` and ``beta``.
+    """Module form of [`cutmix`][hmdc_modules.condensation.augment.cutmix] with fixed ``num_classes``, ``p`` and
+    ``beta``.
 
     Mixes in both training and evaluation mode (it holds no state).
 
@@ -640,5 +644,5 @@ class CutMix(nn.Module):
         return f"num_classes={self.num_classes}, p={self.p}, beta={self.beta}"
 
     def forward(self, x: Tensor, target: Tensor, *, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
-        """Apply [`cutmix`][hmdc_modules.augment.cutmix] to a batch; see there for arguments and errors."""
+        """Apply [`cutmix`][hmdc_modules.condensation.augment.cutmix] to a batch; see there for arguments and errors."""
         return cutmix(x, target, self.num_classes, p=self.p, beta=self.beta, generator=generator)

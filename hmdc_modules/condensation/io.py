@@ -69,7 +69,7 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a checkpoint written by [`save_checkpoint`][hmdc_modules.checkpoint.save_checkpoint] onto the CPU.
+    """Read a checkpoint written by [`save_checkpoint`][hmdc_modules.condensation.io.save_checkpoint] onto the CPU.
 
     Loads with ``weights_only=True``: only tensors and plain Python values are accepted, never pickled code.
 

@@ -1,0 +1,58 @@
+"""The condensation kit: what a condensation loop needs around the HMDC modules.
+
+Augmentation, multi-formation, real-sample selection, models, datasets, the synthetic-set file format, run I/O
+(atomic writes, checkpoints) and plots. The method itself (balancer, matcher, decomposer, distillation, objective,
+adapters) is exported by [`hmdc_modules`][hmdc_modules].
+"""
+
+from hmdc_modules.condensation.augment import AugmentParams, CutMix, DifferentiableAugment, cutmix
+from hmdc_modules.condensation.data import (
+    CIFAR10_CLASSES,
+    CIFAR10_MEAN,
+    CIFAR10_STD,
+    SyntheticSet,
+    denormalize,
+    load_cifar10,
+    load_synthetic_set,
+    normalize,
+    read_synthetic_set,
+    save_synthetic_set,
+)
+from hmdc_modules.condensation.formation import decode_formation, decode_formation_labels, encode_formation
+from hmdc_modules.condensation.io import load_checkpoint, save_checkpoint
+from hmdc_modules.condensation.models import ConvNet, create_model, disable_fused_attention, load_weights
+from hmdc_modules.condensation.plots import plot_balancer_history, plot_metrics, save_image_grid
+from hmdc_modules.condensation.selection import KMeansResult, kmeans, nearest_to_centroids, select_representatives
+
+__all__ = [
+    "CIFAR10_CLASSES",
+    "CIFAR10_MEAN",
+    "CIFAR10_STD",
+    "AugmentParams",
+    "ConvNet",
+    "CutMix",
+    "DifferentiableAugment",
+    "KMeansResult",
+    "SyntheticSet",
+    "create_model",
+    "cutmix",
+    "decode_formation",
+    "decode_formation_labels",
+    "denormalize",
+    "disable_fused_attention",
+    "encode_formation",
+    "kmeans",
+    "load_checkpoint",
+    "load_cifar10",
+    "load_synthetic_set",
+    "load_weights",
+    "nearest_to_centroids",
+    "normalize",
+    "plot_balancer_history",
+    "plot_metrics",
+    "read_synthetic_set",
+    "save_checkpoint",
+    "save_image_grid",
+    "save_synthetic_set",
+    "select_representatives",
+]
