@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # Build the documentation site into site/ (or into the folder given as $1).
 #
+# Needs: the docs tools (pip install -e '.[docs]', part of '.[dev]') and, the first time only, npm (Debian: apt-get
+# install npm) to fetch MathJax. The built site works served (python -m http.server -d site) and opened from disk
+# (site/index.html): pages are plain files (use_directory_urls: false in mkdocs.yml).
+#
 #   1. Fetch MathJax 3 from the npm registry into build/mathjax/ unless it is already there (offline-safe: with
 #      build/mathjax/ present, nothing touches the network). build/ is git-ignored; MathJax is never committed.
 #   2. mkdocs build --strict (no CDN, no external inventories: mkdocs itself needs no network).

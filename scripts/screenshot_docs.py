@@ -3,7 +3,8 @@
 
 Serves the built site (default ``site/``, from ``scripts/build_docs.sh``) on a local HTTP port, loads a page in
 headless Chromium with a virtual-time budget so that MathJax finishes typesetting, and saves a PNG. By default the
-page is the GradientBalancer API page. With ``--check`` it also dumps the rendered DOM and reports how many
+page is the GradientBalancer API page; ``--from-files`` opens it from disk (``file://``) instead of serving it.
+With ``--check`` it also dumps the rendered DOM and reports how many
 formulas MathJax typeset, failing when there are none or when raw TeX delimiters are left over.
 
     scripts/build_docs.sh
@@ -77,7 +78,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("output", type=Path, help="PNG file to write (keep it out of git, e.g. under /tmp)")
     parser.add_argument("--site", type=Path, default=REPO / "site", help="built site folder (default: site/)")
-    parser.add_argument("--page", default="api/balancer/", help="page path within the site (default: api/balancer/)")
+    parser.add_argument(
+        "--page", default="api/balancer.html", help="page path within the site (default: api/balancer.html)"
+    )
+    parser.add_argument(
+        "--from-files",
+        action="store_true",
+        help="open the page from disk (file://), as a user who opens site/index.html does, instead of serving it",
+    )
     parser.add_argument("--width", type=int, default=1280)
     parser.add_argument("--height", type=int, default=3400)
     parser.add_argument("--budget-ms", type=int, default=20000, help="virtual time for scripts and MathJax")
@@ -100,7 +108,10 @@ def main(argv: list[str] | None = None) -> int:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    url = f"http://127.0.0.1:{server.server_address[1]}/{args.page.lstrip('/')}"
+    if args.from_files:
+        url = (site / args.page.lstrip("/")).as_uri()
+    else:
+        url = f"http://127.0.0.1:{server.server_address[1]}/{args.page.lstrip('/')}"
     output = args.output.resolve()
     output.parent.mkdir(parents=True, exist_ok=True)
     status = 0

@@ -177,7 +177,7 @@ def test_mkdocs_build_strict(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, f"mkdocs build --strict failed:\n{result.stdout}\n{result.stderr}"
 
-    page = (site / "api" / "balancer" / "index.html").read_text()
+    page = (site / "api" / "balancer.html").read_text()
     assert 'id="hmdc_modules.balancer.GradientBalancer"' in page  # the class heading
     assert "doc-signature" in page  # its signature
     assert ">Examples:<" in page and 'class="example"' not in page  # doctests rendered as code, not prose
