@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import datetime
 import os
-from collections.abc import Iterable
+import signal
+import sys
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TextIO, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -34,15 +36,18 @@ from hmdc_modules.balancer import GradientBalancer
 
 __all__ = [
     "DistributedContext",
+    "Interrupted",
     "all_gather_objects",
     "all_reduce_sum_",
     "any_rank",
     "barrier",
     "broadcast_module_",
     "broadcast_object",
+    "first_line",
     "init_distributed",
     "owned_indices",
     "resolve_device",
+    "run_guarded",
     "shutdown_distributed",
     "sync_balancer_",
 ]
@@ -260,6 +265,101 @@ def broadcast_module_(module: nn.Module | Iterable[Tensor], ctx: DistributedCont
             dist.broadcast(tensor.data, src=src)
 
 
+class Interrupted(BaseException):
+    """Raised inside a [`run_guarded`][hmdc_modules.distributed.run_guarded] job when SIGINT or SIGTERM arrives.
+
+    A ``BaseException`` (like ``KeyboardInterrupt``), so ``except Exception`` blocks in the job do not swallow it
+    and ``finally`` blocks (temporary files of atomic writes) still run.
+
+    Attributes:
+        signum: The signal's number.
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def first_line(error: BaseException, limit: int = 200) -> str:
+    """The first line of an error's message (its type's name when empty), at most ``limit`` characters.
+
+    Examples:
+        >>> first_line(RuntimeError("connection reset\\nby peer"))
+        'connection reset'
+    """
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:limit]
+
+
+def run_guarded(
+    job: Callable[[], int | None],
+    ctx: DistributedContext,
+    *,
+    resume_hint: str = "",
+    stream: TextIO | None = None,
+) -> int:
+    """Run a command's ``job`` so that stops and lost ranks end it with one line and a conventional exit status.
+
+    While ``job`` runs, SIGINT (Ctrl-C) and SIGTERM raise [`Interrupted`][hmdc_modules.distributed.Interrupted] in
+    it at once, and a ``torch.distributed.DistError`` (a peer process died: its socket closed under a collective)
+    propagates out of it. Either way this prints one line to ``stream`` (standard error by default), prefixed with
+    ``[rank r]`` under ``torchrun``, followed by ``resume_hint``, and returns:
+
+    - ``130`` after SIGINT and ``143`` after SIGTERM (128 plus the signal number, as shells report them). Under
+      ``torchrun`` a SIGTERM means the launcher stopped this rank because another one ended, and the line says so.
+    - ``1`` after a lost peer.
+
+    Otherwise it returns what ``job`` returns (``None`` counts as ``0``); other exceptions propagate unchanged. The
+    previous signal handlers are restored on the way out. Jobs should write their files atomically and checkpoint
+    at safe points, so that a stop at any moment leaves a resumable state; ``resume_hint`` says how to resume.
+
+    Args:
+        job: The work, called without arguments; returns an exit status or ``None``.
+        ctx: The context from [`init_distributed`][hmdc_modules.distributed.init_distributed].
+        resume_hint: Appended to the line (e.g. "the last checkpoint is intact: continue with --resume").
+        stream: Where the line goes (default ``sys.stderr``).
+
+    Returns:
+        The exit status.
+
+    Raises:
+        ValueError: If called outside the main thread (signal handlers can only be installed there).
+
+    Examples:
+        >>> ctx = init_distributed("cpu")
+        >>> run_guarded(lambda: None, ctx)
+        0
+        >>> def stopped() -> int:
+        ...     raise Interrupted(signal.SIGINT)
+        >>> run_guarded(stopped, ctx, resume_hint="run it again to continue", stream=sys.stdout)
+        interrupted (SIGINT); run it again to continue
+        130
+    """
+    out = stream if stream is not None else sys.stderr
+    where = f"[rank {ctx.rank}] " if ctx.enabled else ""
+    hint = f"; {resume_hint}" if resume_hint else ""
+
+    def handler(signum: int, frame: Any) -> None:
+        raise Interrupted(signum)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        result = job()
+        return 0 if result is None else int(result)
+    except Interrupted as stop:
+        if stop.signum == signal.SIGTERM and ctx.enabled:
+            why = "error: stopped by the launcher (another process of the job ended)"
+        else:
+            why = f"interrupted ({signal.Signals(stop.signum).name})"
+        print(f"{where}{why}{hint}", file=out, flush=True)
+        return 128 + int(stop.signum)
+    except dist.DistError as error:
+        print(f"{where}error: lost contact with another process ({first_line(error)}){hint}", file=out, flush=True)
+        return 1
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
 def _collective_device(ctx: DistributedContext) -> torch.device:
     return ctx.device if ctx.backend == "nccl" else torch.device("cpu")
 
@@ -268,55 +368,20 @@ def sync_balancer_(balancer: GradientBalancer, owned_groups: Iterable[int], ctx:
     """Give every rank the full state of a [`GradientBalancer`][hmdc_modules.balancer.GradientBalancer] whose
     groups are split over ranks, in place.
 
-    Each group (class) is balanced by one rank only, the one that owns it, so between synchronisations a rank's
-    balancer is current for its own groups alone. This gathers every group's accumulator row, sample and call
-    counters from its owner, the new sampling records from every rank, and the calls made since the last
-    synchronisation, and writes the merged state into every rank's balancer. Call it once right after creating or
-    loading the balancer (it records the common starting point), then whenever a whole state is needed: before a
-    checkpoint, a plot or a ``state_dict``.
-
-    The merged accumulators are exactly those a single process would hold. Sampling records keep the step at which
-    their own rank made them (counted from the last synchronisation), so their ``step`` values interleave ranks.
+    A thin wrapper of [`GradientBalancer.sync`][hmdc_modules.balancer.GradientBalancer.sync], which owns the
+    merge (accumulator rows and counters from each group's owner, every rank's new sampling records, the calls of
+    all ranks): call it whenever a whole state is needed, before a checkpoint, a plot or a ``state_dict``. The
+    merged accumulators are exactly those a single process would hold.
 
     Args:
         balancer: The balancer, with the same configuration on every rank.
         owned_groups: The groups this rank balanced (each group owned by exactly one rank).
-        ctx: The context.
+        ctx: The context; a no-op for a single process.
 
     Raises:
+        TypeError: If ``owned_groups`` is not an iterable of ints.
         ValueError: If a group is claimed by no rank or by two.
     """
     if not ctx.enabled:
         return
-    owned = sorted({int(g) for g in owned_groups})
-    base = int(getattr(balancer, "_sync_base_step", balancer.global_step))
-    mine = {
-        "owned": owned,
-        "accumulator": balancer.accumulator[owned].detach().cpu(),
-        "num_samples": balancer.num_samples[owned].detach().cpu(),
-        "num_calls": balancer.num_calls[owned].detach().cpu(),
-        "calls": balancer.global_step - base,
-        "history": [r for r in balancer.history if r.step >= base],
-        "extra": balancer.get_extra_state(),
-    }
-    everyone = all_gather_objects(mine, ctx)
-    claimed = sorted(g for part in everyone for g in part["owned"])
-    if claimed != list(range(balancer.num_groups)):
-        raise ValueError(
-            f"`owned_groups`: every one of the {balancer.num_groups} groups must be owned by exactly one rank, "
-            f"the ranks claimed {claimed}"
-        )
-    with torch.no_grad():
-        for part in everyone:
-            index = torch.tensor(part["owned"], dtype=torch.long, device=balancer.accumulator.device)
-            balancer.accumulator[index] = part["accumulator"].to(balancer.accumulator.device)
-            balancer.num_samples[index] = part["num_samples"].to(balancer.num_samples.device)
-            balancer.num_calls[index] = part["num_calls"].to(balancer.num_calls.device)
-    extra = everyone[0]["extra"]
-    old = [r for r in extra["history"] if r[0] < base]
-    new = sorted((r for part in everyone for r in part["history"]), key=lambda r: (r.step, r.group))
-    extra = dict(extra)
-    extra["history"] = old + [[r.step, r.group, list(r.magnitudes), list(r.weights)] for r in new]
-    extra["global_step"] = base + sum(part["calls"] for part in everyone)
-    balancer.set_extra_state(extra)
-    balancer._sync_base_step = balancer.global_step  # type: ignore[attr-defined]
+    balancer.sync(owned_groups)
