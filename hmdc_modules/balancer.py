@@ -9,11 +9,13 @@ $w_k = \\min_j A_j / A_k$ (see [`balance_weights`][hmdc_modules.functional.balan
 
 from __future__ import annotations
 
+import operator
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal, NamedTuple
 
 import torch
+import torch.distributed as dist
 from torch import Tensor, nn
 
 from hmdc_modules._validation import (
@@ -168,6 +170,7 @@ class GradientBalancer(nn.Module):
         self.register_buffer("num_samples", torch.zeros(self.num_groups, dtype=torch.int64))
         self.register_buffer("num_calls", torch.zeros(self.num_groups, dtype=torch.int64))
         self._global_step = 0
+        self._sync_step = 0  # global step at the last sync(): records from here on are this rank's own
         self._history: deque[BalancerRecord] = deque(maxlen=self.history_size)
         self._resets: deque[tuple[int, int | None]] = deque(maxlen=self.history_size)
 
@@ -615,8 +618,101 @@ class GradientBalancer(nn.Module):
                 f"`state` comes from a balancer with num_losses={num_losses}, this one has num_losses={self.num_losses}"
             )
         self._global_step = global_step
+        self._sync_step = global_step
         self._history = deque(history, maxlen=self.history_size)
         self._resets = deque(resets, maxlen=self.history_size)
+
+    def sync(self, owned_groups: Iterable[int], process_group: Any = None) -> None:
+        r"""Merge the state of a balancer whose groups are split over the ranks of a process group, in place.
+
+        In a distributed condensation run each group (class) is balanced by one rank only, the one that owns it,
+        so between two syncs a rank's balancer is current for its own groups alone. ``sync`` gathers every
+        group's accumulator row and sample and call counters from its owner, the sampling records every rank made
+        since the last sync, and the number of calls each rank made since then, and gives every rank the merged
+        state. Call it on every rank at the same point (it is a collective), whenever a whole state is needed:
+        before a checkpoint, a plot or a ``state_dict``.
+
+        The merged accumulators and counters are exactly those a single process would hold, bitwise (each row
+        is computed by one rank). ``global_step`` becomes the calls of all ranks together; the sampling records
+        keep the step at which their own rank made them (counted from the last sync), so their ``step`` values
+        interleave ranks. Resets since the last sync are taken from the group's rank 0 (every rank is expected to
+        reset at the same points, e.g. at each network re-initialisation).
+
+        Without an initialised ``torch.distributed`` process group this only checks ``owned_groups``: a single
+        process's balancer is already whole.
+
+        Args:
+            owned_groups: The groups this rank balanced since the last sync; every group must be owned by exactly
+                one rank of the process group.
+            process_group: The ``torch.distributed`` process group to sync over; ``None`` is the default group.
+
+        Raises:
+            TypeError: If ``owned_groups`` is not an iterable of ints.
+            ValueError: If a group is out of range or listed twice, or (with a process group) if a group is
+                claimed by no rank or by two; the state is then left unchanged on every rank.
+
+        Examples:
+            >>> balancer = GradientBalancer(num_losses=2, num_groups=4)
+            >>> balancer.sync([0, 2])  # a plain process: nothing to merge
+            >>> balancer.sync([0, 0])
+            Traceback (most recent call last):
+            ...
+            ValueError: `owned_groups` must list each group once, got [0, 0]
+        """
+        owned = self._check_owned_groups(owned_groups)
+        if not (dist.is_available() and dist.is_initialized()):
+            return
+        base = self._sync_step
+        mine = {
+            "owned": owned,
+            "accumulator": self.accumulator[owned].detach().cpu(),
+            "num_samples": self.num_samples[owned].detach().cpu(),
+            "num_calls": self.num_calls[owned].detach().cpu(),
+            "calls": self._global_step - base,
+            "history": [tuple(r) for r in self._history if r.step >= base],
+            "resets": [reset for reset in self._resets if reset[0] >= base],
+        }
+        everyone: list[Any] = [None] * dist.get_world_size(process_group)
+        dist.all_gather_object(everyone, mine, group=process_group)
+        claimed = sorted(g for part in everyone for g in part["owned"])
+        if claimed != list(range(self.num_groups)):
+            raise ValueError(
+                f"`owned_groups`: every one of the {self.num_groups} groups must be owned by exactly one rank, "
+                f"the ranks claimed {claimed}"
+            )
+        with torch.no_grad():
+            for part in everyone:
+                index = torch.tensor(part["owned"], dtype=torch.long, device=self.accumulator.device)
+                self.accumulator[index] = part["accumulator"].to(self.accumulator.device)
+                self.num_samples[index] = part["num_samples"].to(self.num_samples.device)
+                self.num_calls[index] = part["num_calls"].to(self.num_calls.device)
+        old = [r for r in self._history if r.step < base]
+        new = [BalancerRecord(*r) for part in everyone for r in part["history"]]
+        new.sort(key=lambda r: (r.step, r.group))
+        old_resets = [reset for reset in self._resets if reset[0] < base]
+        self._history = deque(old + new, maxlen=self.history_size)
+        self._resets = deque(old_resets + list(everyone[0]["resets"]), maxlen=self.history_size)
+        self._global_step = base + sum(part["calls"] for part in everyone)
+        self._sync_step = self._global_step
+
+    def _check_owned_groups(self, owned_groups: Any) -> list[int]:
+        if isinstance(owned_groups, str | bytes | Tensor) or not isinstance(owned_groups, Iterable):
+            raise TypeError(f"`owned_groups` must be an iterable of int group indices, got {describe(owned_groups)}")
+        owned = []
+        for g in owned_groups:
+            try:
+                index = operator.index(g)
+            except TypeError:
+                raise TypeError(f"`owned_groups` must hold int group indices, got {describe(g)}") from None
+            if isinstance(g, bool) or not 0 <= index < self.num_groups:
+                raise ValueError(
+                    f"`owned_groups` must hold groups in [0, {self.num_groups - 1}] (num_groups={self.num_groups}), "
+                    f"got {g!r}"
+                )
+            owned.append(int(index))
+        if len(set(owned)) != len(owned):
+            raise ValueError(f"`owned_groups` must list each group once, got {owned}")
+        return sorted(owned)
 
     def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> GradientBalancer:
         # Module dtype conversions (.double(), .half(), .to(dtype)) must not touch the float32 accumulator,
