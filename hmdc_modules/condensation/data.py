@@ -35,7 +35,7 @@ from hmdc_modules._validation import (
     check_tensor,
     describe,
 )
-from hmdc_modules.condensation.io import atomic_torch_save
+from hmdc_modules.condensation.io import FileFormatError, atomic_torch_save, load_torch_file
 
 __all__ = [
     "CIFAR10_CLASSES",
@@ -636,8 +636,12 @@ def save_synthetic_set(
     atomic_torch_save(payload, Path(path))
 
 
-def _not_a_set(path: Path, why: str) -> ValueError:
-    return ValueError(f"`path` '{path}' is not a synthetic-set file: {why}")
+class SyntheticSetError(FileFormatError):
+    """A file is not a usable synthetic set (one line naming the file, what was wrong and what was expected)."""
+
+
+def _not_a_set(path: Path, why: str) -> SyntheticSetError:
+    return SyntheticSetError(f"`path` '{path}' is not a synthetic-set file: {why}")
 
 
 def _from_reference(path: Path, content: dict[str, Any]) -> SyntheticSet:
@@ -701,14 +705,9 @@ def read_synthetic_set(path: str | os.PathLike[str]) -> SyntheticSet:
     if not isinstance(path, str | os.PathLike):
         raise TypeError(f"`path` must be a str or path, got {describe(path)}")
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"`path` '{path}' does not exist or is not a file (expected a synthetic-set file)")
-    try:
-        content = torch.load(path, map_location="cpu", weights_only=True)
-    except OSError:
-        raise
-    except Exception as error:  # torch raises UnpicklingError, RuntimeError, EOFError, ... for foreign files
-        raise _not_a_set(path, f"torch.load(weights_only=True) failed ({type(error).__name__}: {error})") from error
+    content = load_torch_file(
+        path, what="synthetic-set", hint="write it again with save_synthetic_set", error=SyntheticSetError
+    )
     if not isinstance(content, dict):
         raise _not_a_set(path, f"expected a dict, found {describe(content)}")
     if content.get("format") != _FORMAT:
