@@ -14,9 +14,11 @@ from torch import Tensor
 
 
 def describe(x: Any) -> str:
-    """A short description of ``x`` for error messages (shape and dtype for tensors)."""
+    """A short description of ``x`` for error messages (shape and dtype for tensors and arrays)."""
     if isinstance(x, Tensor):
         return f"Tensor of shape {tuple(x.shape)} and dtype {x.dtype}"
+    if type(x).__module__ == "numpy" and hasattr(x, "shape") and hasattr(x, "dtype"):
+        return f"numpy.{type(x).__name__} of shape {tuple(x.shape)} and dtype {x.dtype} (convert with torch.as_tensor)"
     return f"{type(x).__name__} {x!r}" if isinstance(x, int | float | str | bool) else type(x).__name__
 
 
@@ -60,6 +62,18 @@ def check_finite(name: str, x: Tensor) -> Tensor:
         bad = "NaN" if bool(torch.isnan(x).any()) else "inf"
         raise ValueError(f"`{name}` is not finite (holds {bad}); refusing to use it")
     return x
+
+
+def check_all_finite(named: Sequence[tuple[str, Tensor]]) -> None:
+    """Raise ``ValueError`` naming the first of ``named`` that holds NaN or infinity (one device sync in all)."""
+    if not named:
+        return
+    device = named[0][1].device
+    flags = torch.stack([torch.isfinite(t.detach()).all().to(device) for _, t in named])
+    if bool(flags.all()):
+        return
+    for name, t in named:
+        check_finite(name, t.detach())
 
 
 def check_positive_int(name: str, value: Any, *, minimum: int = 1) -> int:

@@ -14,7 +14,8 @@ from typing import Literal
 from torch import Tensor, nn
 
 from hmdc_modules._validation import check_choice, check_non_negative_float, describe
-from hmdc_modules.functional.distillation import DISTANCES, REDUCTIONS, _check_pair, _distance
+from hmdc_modules.functional.distillation import FEATURE_DISTANCES, _check_pair, _distance
+from hmdc_modules.functional.matching import REDUCTIONS
 
 __all__ = ["MutualDistillationLoss"]
 
@@ -74,7 +75,7 @@ class MutualDistillationLoss(nn.Module):
     ) -> None:
         super().__init__()
         self.reduction: str = check_choice("reduction", reduction, REDUCTIONS)
-        self.distance: str = check_choice("distance", distance, DISTANCES)
+        self.distance: str = check_choice("distance", distance, FEATURE_DISTANCES)
         self.beta: float = check_non_negative_float("beta", beta)
 
     def forward(
@@ -94,8 +95,9 @@ class MutualDistillationLoss(nn.Module):
         Raises:
             TypeError: If ``input`` is a tensor and ``target`` is missing, ``input`` is a sequence and ``target`` is
                 given, a pair is not a 2-sequence, or a tensor is not floating-point.
-            ValueError: If the two tensors (or the two tensors of a pair) have different shapes, are empty, or the
-                sequence of pairs is empty or an item does not hold exactly two tensors.
+            ValueError: If the two tensors (or the two tensors of a pair) have different shapes, are empty or hold
+                NaN or infinity (the message names which), or the sequence of pairs is empty or an item does not
+                hold exactly two tensors.
         """
         if isinstance(input, Tensor):
             if target is None:
@@ -103,6 +105,8 @@ class MutualDistillationLoss(nn.Module):
             _check_pair(("input", "target"), input, target)
             return _distance(input, target, self.reduction, self.distance, self.beta)
         if target is not None:
+            if isinstance(input, str | bytes) or not isinstance(input, Sequence):
+                raise TypeError(f"`input` must be a torch.Tensor like `target`, got {describe(input)}")
             raise TypeError(f"`target` must be None when `input` is a sequence of (a, b) pairs, got {describe(target)}")
         if isinstance(input, str | bytes) or not isinstance(input, Sequence):
             raise TypeError(

@@ -7,11 +7,14 @@ and a spatial map in the common ``NCHW`` layout, whatever the model family emitt
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Mapping
+from typing import Any, NamedTuple
 
 from torch import Tensor
 
-__all__ = ["AdapterOutput", "FeatureMap", "FeatureSpec"]
+from hmdc_modules._validation import describe
+
+__all__ = ["AdapterOutput", "FeatureMap", "FeatureSpec", "logits_of"]
 
 
 class FeatureMap(NamedTuple):
@@ -60,3 +63,49 @@ class AdapterOutput(NamedTuple):
 
     logits: Tensor
     features: tuple[FeatureMap, ...]
+
+
+def logits_of(
+    output: Any, *, name: str = "the model's output", hint: str = "pass `output_fn` to extract them"
+) -> Tensor:
+    """Extract the logits from whatever a model returned: the library's one logits helper.
+
+    A tensor is returned as is; otherwise the ``logits`` attribute (an
+    [`AdapterOutput`][hmdc_modules.features.AdapterOutput], Hugging Face style outputs) or ``"logits"`` key, or
+    else the first element of a tuple/list (e.g. torchvision's ``GoogLeNetOutputs`` in training mode).
+
+    Args:
+        output: Whatever the model's ``forward`` returned.
+        name: How error messages call ``output`` (e.g. ``"output of models[1] on real_x"``).
+        hint: What the error message advises when no logits are found.
+
+    Returns:
+        The logits tensor.
+
+    Raises:
+        TypeError: If no tensor can be found in ``output`` this way.
+
+    Examples:
+        >>> import torch
+        >>> logits_of((torch.zeros(2, 10), torch.ones(2, 10))).sum().item()
+        0.0
+        >>> logits_of({"logits": torch.ones(1, 3)}).shape
+        torch.Size([1, 3])
+        >>> logits_of({"scores": torch.ones(1, 3)})  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        TypeError: cannot find the logits in the model's output (dict): expected a Tensor, ...
+    """
+    if isinstance(output, Tensor):
+        return output
+    logits = getattr(output, "logits", None)
+    if logits is None and isinstance(output, Mapping):
+        logits = output.get("logits")
+    if isinstance(logits, Tensor):
+        return logits
+    if isinstance(output, tuple | list) and output and isinstance(output[0], Tensor):
+        return output[0]
+    raise TypeError(
+        f"cannot find the logits in {name} ({describe(output)}): expected a Tensor, an object with a `logits` "
+        f"tensor or a tuple whose first element is a Tensor; {hint}"
+    )

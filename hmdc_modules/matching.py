@@ -18,7 +18,8 @@ import torch
 from torch import Tensor, nn
 
 from hmdc_modules._validation import check_choice, check_non_negative_float, check_same_batch, check_tensor, describe
-from hmdc_modules.functional.matching import DISTANCES, _match_gradients, soft_cross_entropy
+from hmdc_modules.features import logits_of
+from hmdc_modules.functional.matching import GRADIENT_DISTANCES, _match_gradients, _soft_cross_entropy
 
 __all__ = ["HeterogeneousGradientMatcher", "ParameterSelection"]
 
@@ -27,22 +28,13 @@ ParameterSelection = None | Callable[[str, nn.Parameter], bool] | Sequence[Seque
 ``(name, parameter)``, or one explicit list per model."""
 
 
-def _logits_of(output: Any) -> Tensor:
-    """The logits of a model output: the output itself if it is a tensor, else its ``.logits``."""
-    if isinstance(output, Tensor):
-        return output
-    logits = getattr(output, "logits", None)
-    if not isinstance(logits, Tensor):
-        raise TypeError(
-            f"model output must be a logits Tensor or have a `.logits` Tensor (e.g. AdapterOutput), got "
-            f"{describe(output)}; pass a custom `objective` for other outputs"
-        )
-    return logits
+_OBJECTIVE_HINT = "pass a custom `objective` for other outputs"
 
 
 def _default_objective(index: int, output: Any, target: Tensor) -> Tensor:
     """Mean soft-target cross entropy of the model's logits (hard or soft ``target``)."""
-    return soft_cross_entropy(_logits_of(output), target)
+    logits = logits_of(output, name=f"the output of models[{index}]", hint=_OBJECTIVE_HINT)
+    return _soft_cross_entropy(logits, target, logits_name=f"logits of models[{index}]")
 
 
 class HeterogeneousGradientMatcher(nn.Module):
@@ -132,7 +124,7 @@ class HeterogeneousGradientMatcher(nn.Module):
             if not isinstance(model, nn.Module):
                 raise TypeError(f"`models[{index}]` must be an nn.Module, got {describe(model)}")
         self.models = nn.ModuleList(models)
-        self.distance = check_choice("distance", distance, DISTANCES)
+        self.distance = check_choice("distance", distance, GRADIENT_DISTANCES)
         self.eps = check_non_negative_float("eps", eps)
         if objective is not None and not callable(objective):
             raise TypeError(f"`objective` must be callable or None, got {describe(objective)}")
@@ -158,6 +150,9 @@ class HeterogeneousGradientMatcher(nn.Module):
             )
         for index in range(self.num_models):  # fail early on empty selections
             self.parameters_of(index)
+        # Which models (forward) and loss pairs (match) have passed the second-derivative check; each is checked
+        # once, at its first call.
+        self._second_order_checked: set[tuple[str, int]] = set()
 
     def _check_explicit(self, parameters: Sequence[Any]) -> list[list[nn.Parameter]]:
         if len(parameters) != self.num_models:
@@ -291,7 +286,13 @@ class HeterogeneousGradientMatcher(nn.Module):
         Raises:
             TypeError: If an input is not a tensor, or a model output has no logits (default objective).
             ValueError: If a batch is empty, an input has fewer than two dimensions, inputs and targets differ in
-                batch size, a loss is not a finite scalar, or a parameter is reached by only one of the two losses.
+                batch size, a target does not suit the logits (the message names ``real_target`` or
+                ``synthetic_target``), a loss is not a finite scalar, a parameter is reached by only one of the two
+                losses, or (checked once per model, at its first call) the model's synthetic gradient has no second
+                derivative (the message names the op and the model, e.g. ``hardsigmoid``; see
+                [`first_op_without_second_derivative`][hmdc_modules.functional.matching.first_op_without_second_derivative]).
+                A ``TypeError``/``ValueError`` a model (e.g. an adapter) raises on its input is re-raised naming
+                ``real_x`` or ``synthetic_x``.
 
         Shape:
             - real_x: $(B_r, \ast)$; real_target: $(B_r,)$ or $(B_r, K)$
@@ -313,8 +314,11 @@ class HeterogeneousGradientMatcher(nn.Module):
         distances: list[Tensor] = []
         for m, model in enumerate(self.models):
             named = self._named_selection(m)
-            real_loss = self.objective(m, model(real_x), real_target)
-            synthetic_loss = self.objective(m, model(synthetic_x), synthetic_target)
+            real_loss = self._loss(m, self._run(m, model, real_x, "real_x"), real_target, "real")
+            synthetic_loss = self._loss(
+                m, self._run(m, model, synthetic_x, "synthetic_x"), synthetic_target, "synthetic"
+            )
+            key = ("forward", m)
             distances.append(
                 _match_gradients(
                     real_loss,
@@ -327,9 +331,32 @@ class HeterogeneousGradientMatcher(nn.Module):
                     synthetic_name=f"objective of models[{m}] on synthetic_x",
                     parameters_name=f"parameters_of({m})",
                     parameter_names=[n for n, _ in named],
+                    check_second_order=key not in self._second_order_checked,
+                    model_name=self._model_label(m),
                 )
             )
+            self._second_order_checked.add(key)
         return torch.stack(distances)
+
+    def _model_label(self, m: int) -> str:
+        return f"`models[{m}]` ({type(self.models[m]).__name__})"
+
+    @staticmethod
+    def _run(m: int, model: nn.Module, x: Tensor, x_name: str) -> Any:
+        """Run one model, naming the caller's argument in the adapters' input errors."""
+        try:
+            return model(x)
+        except (TypeError, ValueError) as error:
+            kind = TypeError if isinstance(error, TypeError) else ValueError
+            raise kind(f"`{x_name}` does not suit `models[{m}]` ({type(model).__name__}): {error}") from error
+
+    def _loss(self, m: int, output: Any, target: Tensor, batch: str) -> Tensor:
+        """The objective of model ``m`` on one batch; the default one names the caller's target argument."""
+        if self._custom_objective:
+            return self.objective(m, output, target)
+        where = f"models[{m}] on {batch}_x"
+        logits = logits_of(output, name=f"the output of {where}", hint=_OBJECTIVE_HINT)
+        return _soft_cross_entropy(logits, target, logits_name=f"logits of {where}", target_name=f"{batch}_target")
 
     def match(
         self,
@@ -362,7 +389,8 @@ class HeterogeneousGradientMatcher(nn.Module):
             TypeError: If the loss lists are not lists/tuples, or a loss is not a floating scalar tensor.
             ValueError: If the loss lists are empty or differ in length, ``parameters`` is ``None`` while $K$
                 differs from the number of models, ``parameters`` has the wrong length, or a pair fails the checks
-                of [`match_gradients`][hmdc_modules.functional.matching.match_gradients].
+                of [`match_gradients`][hmdc_modules.functional.matching.match_gradients] (the second-derivative
+                check runs once per loss pair, at its first call).
 
         Shape:
             - real_losses, synthetic_losses: $K$ scalars
@@ -423,22 +451,37 @@ class HeterogeneousGradientMatcher(nn.Module):
                 else None
                 for group in groups
             ]
-        distances = [
-            _match_gradients(
-                real_losses[k],
-                synthetic_losses[k],
-                groups[k],
-                self.distance,
-                retain_real_graph=retain_real_graph,
-                eps=self.eps,
-                real_name=f"real_losses[{k}]",
-                synthetic_name=f"synthetic_losses[{k}]",
-                parameters_name=f"parameters[{k}]",
-                parameter_names=names[k],
+        distances = []
+        for k in range(count):
+            key = ("match", k)
+            distances.append(
+                _match_gradients(
+                    real_losses[k],
+                    synthetic_losses[k],
+                    groups[k],
+                    self.distance,
+                    retain_real_graph=retain_real_graph,
+                    eps=self.eps,
+                    real_name=f"real_losses[{k}]",
+                    synthetic_name=f"synthetic_losses[{k}]",
+                    parameters_name=f"parameters[{k}]",
+                    parameter_names=names[k],
+                    check_second_order=key not in self._second_order_checked,
+                    model_name=self._models_label(names[k]),
+                )
             )
-            for k in range(count)
-        ]
+            self._second_order_checked.add(key)
         return torch.stack(distances)
+
+    def _models_label(self, parameter_names: list[str] | None) -> str | None:
+        """Name the models that own a parameter group (from names such as ``models[1].blocks.0.attn.qkv.weight``)."""
+        owners = sorted(
+            {int(n[len("models[") : n.index("]")]) for n in parameter_names or [] if n.startswith("models[")}
+        )
+        if not owners:
+            return None
+        labels = [self._model_label(m) for m in owners]
+        return labels[0] if len(labels) == 1 else "one of " + ", ".join(labels)
 
     def extra_repr(self) -> str:
         """Summary of the matcher's configuration for ``repr``.

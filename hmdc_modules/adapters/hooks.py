@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from torch import Tensor, nn
@@ -12,7 +12,7 @@ from torch.utils.hooks import RemovableHandle
 from hmdc_modules._validation import check_choice, check_positive_int, describe
 from hmdc_modules.adapters.base import FeatureAdapter
 from hmdc_modules.adapters.layout import LAYOUTS, SEMANTICS, _size_pair, to_feature_map
-from hmdc_modules.features import FeatureMap
+from hmdc_modules.features import FeatureMap, logits_of
 
 __all__ = ["HookAdapter", "default_output_fn"]
 
@@ -20,39 +20,8 @@ _MAX_LISTED = 20
 _AUTO_LAYOUT = {4: "nchw", 3: "nlc"}
 
 
-def default_output_fn(output: Any) -> Tensor:
-    """Extract the logits from a model's output.
-
-    A tensor is returned as is; otherwise the ``logits`` attribute or key (Hugging Face style outputs), or else
-    the first element of a tuple/list (e.g. torchvision's ``GoogLeNetOutputs`` in training mode).
-
-    Args:
-        output: Whatever the model's ``forward`` returned.
-
-    Returns:
-        The logits tensor.
-
-    Raises:
-        TypeError: If no tensor can be found in ``output`` this way.
-
-    Examples:
-        >>> import torch
-        >>> default_output_fn((torch.zeros(2, 10), torch.ones(2, 10))).sum().item()
-        0.0
-    """
-    if isinstance(output, Tensor):
-        return output
-    logits = getattr(output, "logits", None)
-    if logits is None and isinstance(output, Mapping):
-        logits = output.get("logits")
-    if isinstance(logits, Tensor):
-        return logits
-    if isinstance(output, tuple | list) and output and isinstance(output[0], Tensor):
-        return output[0]
-    raise TypeError(
-        f"cannot find the logits in the model's output ({describe(output)}): expected a Tensor, an object with a "
-        "`logits` tensor or a tuple whose first element is a Tensor; pass `output_fn` to extract them"
-    )
+default_output_fn = logits_of
+"""The default ``output_fn`` of hook-based adapters: [`logits_of`][hmdc_modules.features.logits_of]."""
 
 
 def _first_tensor(output: Any, name: str) -> Tensor:
@@ -124,7 +93,7 @@ class HookAdapter(FeatureAdapter):
             [`semantic_vector`][hmdc_modules.adapters.layout.semantic_vector].
         input_size: Resize inputs to this size first (bilinear, ``align_corners=True``); ``None`` keeps them.
         output_fn: Maps the model's output to its logits; defaults to
-            [`default_output_fn`][hmdc_modules.adapters.hooks.default_output_fn].
+            [`logits_of`][hmdc_modules.features.logits_of].
 
     Raises:
         TypeError: If ``model`` is not a module, ``layers`` is not a sequence of str, ``output_fn`` is not

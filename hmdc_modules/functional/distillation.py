@@ -8,23 +8,38 @@ both models (and both sets of projections) receive its gradient, which is what m
 
 from __future__ import annotations
 
-from typing import Literal
+import warnings
+from typing import Any, Literal
 
 import torch.nn.functional as F
 from torch import Tensor
 
-from hmdc_modules._validation import check_choice, check_non_negative_float, check_tensor
+from hmdc_modules._validation import check_all_finite, check_choice, check_non_negative_float, check_tensor
+from hmdc_modules.functional.matching import REDUCTIONS
 
-__all__ = ["DISTANCES", "REDUCTIONS", "mutual_distillation_loss"]
+__all__ = ["FEATURE_DISTANCES", "mutual_distillation_loss"]
 
-DISTANCES: tuple[str, ...] = ("mse", "l1", "smooth_l1")
-"""Element-wise distances accepted by ``distance=``."""
-REDUCTIONS: tuple[str, ...] = ("mean", "sum", "none")
-"""Reductions accepted by ``reduction=``."""
+FEATURE_DISTANCES: tuple[str, ...] = ("mse", "l1", "smooth_l1")
+"""Element-wise feature distances accepted by ``distance=`` of
+[`mutual_distillation_loss`][hmdc_modules.functional.distillation.mutual_distillation_loss] (the distances between
+gradients are [`GRADIENT_DISTANCES`][hmdc_modules.functional.matching.GRADIENT_DISTANCES]); the reductions are
+[`REDUCTIONS`][hmdc_modules.functional.matching.REDUCTIONS]."""
+
+
+def __getattr__(name: str) -> Any:
+    """Deprecated alias: ``DISTANCES`` is now ``FEATURE_DISTANCES``."""
+    if name == "DISTANCES":
+        warnings.warn(
+            "hmdc_modules.functional.distillation.DISTANCES is now FEATURE_DISTANCES; the old name will be removed",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return FEATURE_DISTANCES
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _check_pair(names: tuple[str, str], input: Tensor, target: Tensor) -> None:
-    """Check that two feature tensors are floating, non-empty and of identical shape."""
+    """Check that two feature tensors are floating, non-empty, of identical shape and finite."""
     check_tensor(names[0], input, floating=True)
     check_tensor(names[1], target, floating=True)
     if input.shape != target.shape:
@@ -36,6 +51,7 @@ def _check_pair(names: tuple[str, str], input: Tensor, target: Tensor) -> None:
         raise ValueError(
             f"`{names[0]}` and `{names[1]}` must hold at least one element, got shape {tuple(input.shape)}"
         )
+    check_all_finite([(names[0], input), (names[1], target)])
 
 
 def _distance(input: Tensor, target: Tensor, reduction: str, distance: str, beta: float) -> Tensor:
@@ -83,8 +99,9 @@ def mutual_distillation_loss(
 
     Raises:
         TypeError: If ``input`` or ``target`` is not a floating-point tensor, or ``beta`` is not a number.
-        ValueError: If the shapes differ (both shapes are reported), the tensors are empty, or ``reduction``,
-            ``distance`` or ``beta`` is not an accepted value.
+        ValueError: If the shapes differ (both shapes are reported), the tensors are empty or hold NaN or
+            infinity (the message names which), or ``reduction``, ``distance`` or ``beta`` is not an accepted
+            value.
 
     Shape:
         - input: $(*)$, any shape.
@@ -99,8 +116,8 @@ def mutual_distillation_loss(
         >>> mutual_distillation_loss(a, 3 * b, reduction="sum", distance="l1")
         tensor(3264.)
     """
-    _check_pair(("input", "target"), input, target)
     check_choice("reduction", reduction, REDUCTIONS)
-    check_choice("distance", distance, DISTANCES)
+    check_choice("distance", distance, FEATURE_DISTANCES)
     beta = check_non_negative_float("beta", beta)
+    _check_pair(("input", "target"), input, target)
     return _distance(input, target, reduction, distance, beta)

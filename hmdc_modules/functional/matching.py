@@ -27,6 +27,8 @@ Examples:
 
 from __future__ import annotations
 
+import re
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -42,12 +44,36 @@ from hmdc_modules._validation import (
     describe,
 )
 
-__all__ = ["DISTANCES", "REDUCTIONS", "gradient_distance", "match_gradients", "soft_cross_entropy"]
+__all__ = [
+    "GRADIENT_DISTANCES",
+    "REDUCTIONS",
+    "first_op_without_second_derivative",
+    "gradient_distance",
+    "match_gradients",
+    "soft_cross_entropy",
+]
 
-DISTANCES: tuple[str, ...] = ("sse", "mse", "cosine", "dc")
-"""The distances accepted by [`gradient_distance`][hmdc_modules.functional.matching.gradient_distance]."""
+GRADIENT_DISTANCES: tuple[str, ...] = ("sse", "mse", "cosine", "dc")
+"""The distances between gradient lists accepted by
+[`gradient_distance`][hmdc_modules.functional.matching.gradient_distance] (the feature distances of mutual
+distillation are [`FEATURE_DISTANCES`][hmdc_modules.functional.distillation.FEATURE_DISTANCES])."""
 REDUCTIONS: tuple[str, ...] = ("mean", "sum", "none")
-"""The reductions accepted by [`soft_cross_entropy`][hmdc_modules.functional.matching.soft_cross_entropy]."""
+"""The reductions accepted by [`soft_cross_entropy`][hmdc_modules.functional.matching.soft_cross_entropy] and by
+[`mutual_distillation_loss`][hmdc_modules.functional.distillation.mutual_distillation_loss]."""
+
+_NOT_IMPLEMENTED_NODE = "torch::autograd::NotImplemented"
+
+
+def __getattr__(name: str) -> Any:
+    """Deprecated alias: ``DISTANCES`` is now ``GRADIENT_DISTANCES``."""
+    if name == "DISTANCES":
+        warnings.warn(
+            "hmdc_modules.functional.matching.DISTANCES is now GRADIENT_DISTANCES; the old name will be removed",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return GRADIENT_DISTANCES
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def soft_cross_entropy(logits: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
@@ -85,34 +111,46 @@ def soft_cross_entropy(logits: Tensor, target: Tensor, reduction: str = "mean") 
         >>> torch.allclose(hard, soft)
         True
     """
+    return _soft_cross_entropy(logits, target, reduction)
+
+
+def _soft_cross_entropy(
+    logits: Tensor, target: Tensor, reduction: str = "mean", *, logits_name: str = "logits", target_name: str = "target"
+) -> Tensor:
+    """Implementation of ``soft_cross_entropy``; error messages call the arguments by the given names."""
     check_choice("reduction", reduction, REDUCTIONS)
-    check_tensor("logits", logits, ndim=2, floating=True, nonempty=True)
-    check_tensor("target", target, ndim=(1, 2))
+    check_tensor(logits_name, logits, ndim=2, floating=True, nonempty=True)
+    check_tensor(target_name, target, ndim=(1, 2))
     if target.shape[0] != logits.shape[0]:
         raise ValueError(
-            f"`target` must have the batch size of `logits` ({logits.shape[0]}), got shape {tuple(target.shape)} "
-            f"for `logits` of shape {tuple(logits.shape)}"
+            f"`{target_name}` must have the batch size of `{logits_name}` ({logits.shape[0]}), got shape "
+            f"{tuple(target.shape)} for `{logits_name}` of shape {tuple(logits.shape)}"
         )
     num_classes = logits.shape[1]
     if target.ndim == 1:
         if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
             raise TypeError(
-                f"`target` of shape {tuple(target.shape)} holds class indices and must have an integer dtype, "
-                f"got {target.dtype}; pass probabilities as a tensor of shape (B, K)"
+                f"`{target_name}` of shape {tuple(target.shape)} holds class indices and must have an integer "
+                f"dtype, got {target.dtype}; pass probabilities as a tensor of shape (B, K)"
             )
         low, high = int(target.min()), int(target.max())
         if low < 0 or high >= num_classes:
             bad = low if low < 0 else high
-            raise ValueError(f"`target` class indices must lie in [0, {num_classes}), got {bad}")
+            raise ValueError(
+                f"`{target_name}` class indices must lie in [0, {num_classes}) for the {num_classes} classes of "
+                f"`{logits_name}`, got {bad}"
+            )
         return torch.nn.functional.cross_entropy(logits, target.long(), reduction=reduction)
 
     if target.shape != logits.shape:
         raise ValueError(
-            f"`target` probabilities must have the shape of `logits` {tuple(logits.shape)}, got {tuple(target.shape)}"
+            f"`{target_name}` probabilities must have the shape of `{logits_name}` {tuple(logits.shape)}, got "
+            f"{tuple(target.shape)}"
         )
     if not target.is_floating_point():
         raise TypeError(
-            f"`target` of shape {tuple(target.shape)} holds probabilities and must be floating, got {target.dtype}"
+            f"`{target_name}` of shape {tuple(target.shape)} holds probabilities and must be floating, got "
+            f"{target.dtype}"
         )
     per_sample = -(target.to(logits.dtype) * torch.log_softmax(logits, dim=1)).sum(dim=1)
     if reduction == "mean":
@@ -185,7 +223,7 @@ def gradient_distance(
         >>> gradient_distance(a, b, "mse")
         tensor(1.)
     """
-    check_choice("distance", distance, DISTANCES)
+    check_choice("distance", distance, GRADIENT_DISTANCES)
     eps = _check_eps(eps)
     real_list = _as_tensor_list("real", real)
     syn_list = _as_tensor_list("synthetic", synthetic)
@@ -238,6 +276,49 @@ def _check_loss(name: str, loss: Any) -> Tensor:
     return loss
 
 
+def first_op_without_second_derivative(gradients: Sequence[Tensor]) -> str | None:
+    """The first op in the graph of ``gradients`` whose derivative PyTorch does not implement, or ``None``.
+
+    Gradient matching back-propagates through gradients computed with ``create_graph=True``. An op whose
+    backward has no derivative of its own (e.g. ``hardsigmoid``, fused ``scaled_dot_product_attention``) leaves
+    a placeholder node in that graph, which fails only when a later ``backward()`` reaches it, deep inside
+    PyTorch. This walks the graph once (no computation) and names such an op.
+
+    Args:
+        gradients: Tensors computed with ``create_graph=True`` (``None`` entries are skipped).
+
+    Returns:
+        The name of the op (e.g. ``"aten::hardsigmoid_backward"``), or ``None`` when the graph can be
+        differentiated again.
+
+    Examples:
+        >>> import torch
+        >>> x = torch.randn(3, requires_grad=True)
+        >>> for act in (torch.nn.functional.hardsigmoid, torch.sigmoid):
+        ...     (g,) = torch.autograd.grad(act(x).sum(), x, create_graph=True)
+        ...     print(first_op_without_second_derivative([g]))
+        aten::hardsigmoid_backward
+        None
+    """
+    stack = [g.grad_fn for g in gradients if isinstance(g, Tensor) and g.grad_fn is not None]
+    seen: set[Any] = set()
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        if node.name() == _NOT_IMPLEMENTED_NODE:
+            try:
+                node(torch.zeros(()))  # the placeholder raises PyTorch's message, which names the op
+            except Exception as error:  # only its message is wanted
+                found = re.search(r"aten::\w+", str(error))
+                if found:
+                    return found.group(0)
+            return "an op without a second derivative"
+        stack.extend(next_node for next_node, _ in node.next_functions)
+    return None
+
+
 def _match_gradients(
     real_loss: Tensor,
     synthetic_loss: Tensor,
@@ -250,9 +331,15 @@ def _match_gradients(
     synthetic_name: str = "synthetic_loss",
     parameters_name: str = "parameters",
     parameter_names: Sequence[str] | None = None,
+    check_second_order: bool = True,
+    model_name: str | None = None,
 ) -> Tensor:
-    """Implementation of ``match_gradients`` with configurable names for error messages."""
-    check_choice("distance", distance, DISTANCES)
+    """Implementation of ``match_gradients`` with configurable names for error messages.
+
+    ``check_second_order`` walks the synthetic gradients' graph for an op without a second derivative and raises
+    a ``ValueError`` naming it and ``model_name`` (default: the model behind ``parameters_name``).
+    """
+    check_choice("distance", distance, GRADIENT_DISTANCES)
     eps = _check_eps(eps)
     real_loss = _check_loss(real_name, real_loss)
     synthetic_loss = _check_loss(synthetic_name, synthetic_loss)
@@ -270,6 +357,17 @@ def _match_gradients(
     # Synthetic first: its graph is kept (create_graph), so freeing the real graph afterwards cannot break it
     # unless both losses share intermediate nodes (then pass retain_real_graph=True).
     syn_grads = torch.autograd.grad(synthetic_loss, params, create_graph=True, allow_unused=True)
+    if check_second_order:
+        op = first_op_without_second_derivative([g for g in syn_grads if g is not None])
+        if op is not None:
+            who = model_name if model_name is not None else f"the model behind `{parameters_name}`"
+            raise ValueError(
+                f"{who} cannot be used for gradient matching: the gradient of `{synthetic_name}` has no second "
+                f"derivative through {op} (PyTorch implements no derivative for it), so back-propagating the "
+                "distance would fail inside PyTorch; replace that op with one that has a double backward (e.g. "
+                "nn.Hardsigmoid / nn.Hardswish by nn.Sigmoid / nn.SiLU), and for timm attention call "
+                "hmdc_modules.adapters.disable_fused_attention(model) (auto_adapter does it)"
+            )
     real_grads = torch.autograd.grad(real_loss, params, retain_graph=retain_real_graph, allow_unused=True)
 
     kept_real: list[Tensor] = []
@@ -298,6 +396,7 @@ def match_gradients(
     *,
     retain_real_graph: bool = False,
     eps: float = 1e-6,
+    check_second_order: bool = True,
 ) -> Tensor:
     r"""Gradient-matching loss between a real and a synthetic loss over the same parameters.
 
@@ -319,6 +418,9 @@ def match_gradients(
         retain_real_graph: Keep the graph of ``real_loss`` so that further losses computed from the same real
             forward pass can be matched afterwards. Also needed when both losses share intermediate nodes.
         eps: Constant of the ``"cosine"`` and ``"dc"`` distances.
+        check_second_order: Walk the synthetic gradient's graph (no computation) for an op without a second
+            derivative (see ``first_op_without_second_derivative``) and raise at once instead of failing inside
+            PyTorch at ``backward()``.
 
     Returns:
         The scalar distance.
@@ -327,7 +429,8 @@ def match_gradients(
         TypeError: If a loss is not a floating scalar tensor or ``parameters`` is not a list/tuple of tensors.
         ValueError: If a loss is not a scalar, not finite or does not require grad; if ``distance`` is unknown; if
             ``parameters`` is empty, holds a tensor that does not require grad, or holds a tensor reached by only
-            one loss (named by index); or if no tensor is reached by either loss.
+            one loss (named by index); if no tensor is reached by either loss; or (with ``check_second_order``)
+            if the synthetic gradient has no second derivative (the message names the op).
 
     Shape:
         - real_loss, synthetic_loss: $()$
@@ -348,5 +451,11 @@ def match_gradients(
         Runs eagerly: ``torch.compile`` cannot trace autograd through ``torch.autograd.grad``.
     """
     return _match_gradients(
-        real_loss, synthetic_loss, parameters, distance, retain_real_graph=bool(retain_real_graph), eps=eps
+        real_loss,
+        synthetic_loss,
+        parameters,
+        distance,
+        retain_real_graph=bool(retain_real_graph),
+        eps=eps,
+        check_second_order=bool(check_second_order),
     )
