@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from hmdc_modules._validation import check_choice, check_positive_int, check_tensor, describe
+from hmdc_modules._validation import check_all_finite, check_choice, check_positive_int, check_tensor, describe
 from hmdc_modules.features import AdapterOutput, FeatureMap, FeatureSpec
 
 __all__ = ["SpatialSemanticDecomposer"]
@@ -307,7 +307,8 @@ class SpatialSemanticDecomposer(nn.Module):
         Raises:
             TypeError: If ``model_index`` is not an int, or ``features`` or a tensor in it has the wrong type.
             ValueError: If ``model_index`` is out of range, the layer count or a channel count differs from the
-                specs, a tensor has the wrong rank, or batch sizes differ.
+                specs, a tensor has the wrong rank, batch sizes differ, or a tensor holds NaN or infinity (the
+                message names it, e.g. ``features[2].spatial``).
         """
         m = self._check_index("model_index", model_index, self.num_models)
         return self._project(m, features, "features")
@@ -359,7 +360,8 @@ class SpatialSemanticDecomposer(nn.Module):
         Raises:
             TypeError: If ``features``, an entry, or a tensor has the wrong type.
             ValueError: If the number of models or of a model's layers, or a channel count differs from the specs,
-                a tensor has the wrong rank, or batch sizes differ within or across models.
+                a tensor has the wrong rank, batch sizes differ within or across models, or a tensor holds NaN or
+                infinity (the message names it, e.g. ``features[1][0].semantic``).
         """
         items = _as_list("features", features, "per-model feature-map sequences")
         if len(items) != self.num_models:
@@ -414,6 +416,7 @@ class SpatialSemanticDecomposer(nn.Module):
         s = self._side
         batch: int | None = None
         layers: list[Tensor] = []
+        inputs: list[tuple[str, Tensor]] = []
         for layer, (feature_map, spec, projection) in enumerate(zip(maps, specs, self.projections[m], strict=True)):
             where = f"{name}[{layer}]"
             if isinstance(feature_map, Tensor) or not isinstance(feature_map, tuple | list) or len(feature_map) != 2:
@@ -432,6 +435,7 @@ class SpatialSemanticDecomposer(nn.Module):
                     f"`{where}.semantic` and `{where}.spatial` must have the same batch size, got shapes "
                     f"{tuple(semantic.shape)} and {tuple(spatial.shape)}"
                 )
+            inputs += [(f"{where}.semantic", semantic), (f"{where}.spatial", spatial)]
             if batch is None:
                 batch = semantic.shape[0]
             elif semantic.shape[0] != batch:
@@ -444,6 +448,7 @@ class SpatialSemanticDecomposer(nn.Module):
             positions = spatial.permute(0, 2, 3, 1).reshape(spatial.shape[0], s * s, spec.channels)
             tokens = torch.cat([semantic.unsqueeze(1), positions], dim=1)
             layers.append(projection(tokens))
+        check_all_finite(inputs)  # one device sync for all layers; names the first non-finite tensor
         return torch.stack(layers, dim=1)
 
     def _mix(self, k: int, f_i: Tensor, f_j: Tensor) -> tuple[Tensor, Tensor]:
