@@ -1,6 +1,27 @@
-"""Models HMDC condenses with: the ConvNet of the condensation literature, and a by-name factory."""
+"""Models HMDC condenses with: the ConvNet of the condensation literature, a by-name factory, pretrained weights."""
 
 from hmdc_modules.condensation.models.convnet import ConvNet
 from hmdc_modules.condensation.models.factory import create_model, disable_fused_attention, load_weights
+from hmdc_modules.condensation.models.pretrained import (
+    WEIGHTS_FORMAT,
+    PretrainedWeightsUnavailable,
+    WeightsInfo,
+    head_parameter_names,
+    read_weights_info,
+    reset_head,
+    save_weights_file,
+)
 
-__all__ = ["ConvNet", "create_model", "disable_fused_attention", "load_weights"]
+__all__ = [
+    "WEIGHTS_FORMAT",
+    "ConvNet",
+    "PretrainedWeightsUnavailable",
+    "WeightsInfo",
+    "create_model",
+    "disable_fused_attention",
+    "head_parameter_names",
+    "load_weights",
+    "read_weights_info",
+    "reset_head",
+    "save_weights_file",
+]

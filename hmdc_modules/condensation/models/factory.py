@@ -1,11 +1,14 @@
-"""Building the models HMDC condenses with and evaluates on, by name, without downloading anything."""
+"""Building the models HMDC condenses with and evaluates on, by name, randomly initialised or pretrained."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from hmdc_modules._validation import check_positive_int, describe
 
 __all__ = ["create_model", "disable_fused_attention", "load_weights"]
 
@@ -94,65 +97,177 @@ def load_weights(model: nn.Module, path: str | Path, *, skip_mismatched: bool = 
     return [name for name in own if name not in usable]
 
 
+def _check_optional_int(name: str, value: object) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"`{name}` must be an int or None, got {describe(value)}")
+    if value < 1:
+        raise ValueError(f"`{name}` must be >= 1 or None, got {value}")
+    return value
+
+
 def create_model(
     name: str,
     num_classes: int = 10,
     *,
-    image_size: int = 32,
+    image_size: int | None = None,
     patch_size: int | None = None,
+    pretrained: bool | str | None = None,
     weights: str | Path | None = None,
 ) -> nn.Module:
-    """Create a classifier by name: ``"convnet"`` (the library's ConvNet-3) or any timm model name.
+    """Create a classifier by name, ``"convnet"`` (the library's ConvNet-3) or any timm model, optionally pretrained.
 
-    Nothing is downloaded: timm models are created with ``pretrained=False`` and, when ``weights`` is given,
-    loaded from that local file (the classifier head is re-initialised for ``num_classes``). Vision
-    transformers get the explicit attention path (see
+    Weights come from one of (see [pretrained][hmdc_modules.condensation.models.pretrained]):
+
+    - ``pretrained=True`` or a timm tag: timm's own loader and cache (the Hugging Face hub). Offline, or where the
+      hub cannot be reached, this raises
+      [`PretrainedWeightsUnavailable`][hmdc_modules.condensation.models.pretrained.PretrainedWeightsUnavailable]
+      at once (one line naming the weights and how to pass a local file), unless the weights are in the local
+      cache already.
+    - ``weights=FILE``: a weights file written by ``python -m hmdc_modules.pretrain`` (its recorded image size and
+      patch size fill in unset ``image_size``/``patch_size``; every backbone tensor must fit), or any other local
+      file, read by timm's loader through ``pretrained_cfg_overlay=dict(file=...)`` (it adapts position embeddings
+      and patch sizes), or for the ConvNet by
+      [`load_weights`][hmdc_modules.condensation.models.factory.load_weights].
+
+    With either, the classifier head is re-initialised for ``num_classes``: the backbone is pretrained, the head is
+    new. Vision transformers get the explicit attention path (see
     [`disable_fused_attention`][hmdc_modules.condensation.models.factory.disable_fused_attention]) so that gradient
-    matching
-    can differentiate through them.
+    matching can differentiate through them.
 
     Args:
         name: ``"convnet"`` or a timm model name (e.g. ``"vit_tiny_patch16_224"``, ``"resnet18"``).
         num_classes: Number of output classes.
         image_size: Input side. Passed to timm models that take ``img_size`` (ViTs), so a ViT runs natively at
-            32x32 instead of upsampling to 224.
-        patch_size: Patch size for ViTs (e.g. 4 at 32x32); ``None`` keeps the architecture's own.
-        weights: Optional local weights file (see
-        [`load_weights`][hmdc_modules.condensation.models.factory.load_weights]).
+            32x32 instead of upsampling to 224; sets the ConvNet's classifier size. ``None``: the weights file's
+            recorded size, else 32 for the ConvNet and the architecture's own for timm models.
+        patch_size: Patch size for ViTs (e.g. 4 at 32x32); ``None`` keeps the weights file's or the
+            architecture's own.
+        pretrained: ``True`` (the architecture's default timm tag), a tag (``"augreg_in21k_ft_in1k"`` or
+            ``"vit_tiny_patch16_224.augreg_in21k_ft_in1k"``), or ``None``/``False`` for random weights.
+        weights: A local weights file (see above). Exclusive with ``pretrained``.
 
     Returns:
         The model, in training mode.
 
     Raises:
-        ValueError: If ``name`` is not ``"convnet"`` and not a timm model name.
+        TypeError: If an argument has the wrong type.
+        ValueError: If ``name`` is neither ``"convnet"`` nor a timm model name, ``patch_size`` is given for a model
+            that is not a ViT, both ``pretrained`` and ``weights`` are given, the tag is unknown, or the weights do
+            not fit the model.
+        FileNotFoundError: If ``weights`` names no file.
+        PretrainedWeightsUnavailable: If hub weights were requested and cannot be obtained.
 
     Examples:
         >>> vit = create_model("test_vit", num_classes=10, image_size=32, patch_size=4)
         >>> vit(torch.zeros(2, 3, 32, 32)).shape
         torch.Size([2, 10])
     """
+    from hmdc_modules.condensation.models.pretrained import (
+        _cached_hub_file,
+        _info,
+        _read_library_file,
+        hub_unreachable_reason,
+        load_library_weights,
+        reset_head,
+        resolve_pretrained_tag,
+        unavailable,
+    )
+
     if not isinstance(name, str):
-        raise TypeError(f"`name` must be a model name string, got {type(name).__name__}")
+        raise TypeError(f"`name` must be a model name string, got {describe(name)}")
+    check_positive_int("num_classes", num_classes)
+    image_size = _check_optional_int("image_size", image_size)
+    patch_size = _check_optional_int("patch_size", patch_size)
+    if pretrained is False:
+        pretrained = None
+    if pretrained is not None and not (pretrained is True or (isinstance(pretrained, str) and pretrained)):
+        raise TypeError(f"`pretrained` must be True, a timm tag string or None, got {describe(pretrained)}")
+    if weights is not None and not isinstance(weights, str | os.PathLike):
+        raise TypeError(f"`weights` must be a path to a local file or None, got {describe(weights)}")
+    if pretrained is not None and weights is not None:
+        raise ValueError(
+            f"`pretrained` and `weights` are exclusive: got pretrained={pretrained!r} and weights={str(weights)!r}"
+        )
+    path = None if weights is None else Path(weights).expanduser()
+    content = None
+    if path is not None:
+        if not path.is_file():
+            raise FileNotFoundError(f"`weights`: no weights file at {str(path)!r} (weights are read from local files)")
+        content = _read_library_file(path)
+    if content is not None:
+        info = _info(path, content)  # type: ignore[arg-type]
+        if info.model.lower() != name.lower():
+            raise ValueError(f"`weights`: {str(path)!r} holds weights of {info.model!r}, not of {name!r}")
+        image_size = info.image_size if image_size is None else image_size
+        patch_size = info.patch_size if patch_size is None else patch_size
+
     if name.lower() == "convnet":
         from hmdc_modules.condensation.models.convnet import ConvNet
 
-        model: nn.Module = ConvNet(num_classes=num_classes, image_size=image_size)
-    else:
-        import timm
+        if pretrained is not None:
+            raise ValueError(
+                f"`pretrained`: the ConvNet has no hub weights, got {pretrained!r}; pass weights=FILE instead"
+            )
+        if patch_size is not None and content is None:
+            raise ValueError(f"`patch_size` only applies to vision transformers, got {patch_size} for 'convnet'")
+        model: nn.Module = ConvNet(num_classes=num_classes, image_size=32 if image_size is None else image_size)
+        if content is not None:
+            load_library_weights(model, path, content)  # type: ignore[arg-type]
+        elif path is not None:
+            load_weights(model, path)
+            reset_head(model)
+        disable_fused_attention(model)
+        return model
 
-        if not timm.is_model(name):
-            raise ValueError(f"`name` must be 'convnet' or a timm model name, got {name!r}")
-        kwargs: dict[str, object] = {"num_classes": num_classes}
-        module_name = timm.models.model_entrypoint(name).__module__
-        takes_img_size = module_name.endswith(("vision_transformer", "deit", "vision_transformer_relpos", "eva"))
-        if takes_img_size:
+    import timm
+
+    if not timm.is_model(name):
+        raise ValueError(f"`name` must be 'convnet' or a timm model name, got {name!r}")
+    kwargs: dict[str, object] = {"num_classes": num_classes}
+    module_name = timm.models.model_entrypoint(name).__module__
+    takes_img_size = module_name.endswith(("vision_transformer", "deit", "vision_transformer_relpos", "eva"))
+    if takes_img_size:
+        if image_size is not None:
             kwargs["img_size"] = image_size
-            if patch_size is not None:
-                kwargs["patch_size"] = patch_size
-        elif patch_size is not None:
-            raise ValueError(f"`patch_size` only applies to vision transformers, got {patch_size} for {name!r}")
+        if patch_size is not None:
+            kwargs["patch_size"] = patch_size
+    elif patch_size is not None:
+        raise ValueError(f"`patch_size` only applies to vision transformers, got {patch_size} for {name!r}")
+
+    if pretrained is not None:
+        tag = resolve_pretrained_tag(name, pretrained)
+        cached = _cached_hub_file(tag)
+        if cached is not None:
+            model = _timm_from_file(tag, cached, kwargs, what=f"cached weights {tag!r}")
+        else:
+            reason = hub_unreachable_reason(tag)
+            if reason is not None:
+                raise unavailable(tag, reason)
+            try:
+                model = timm.create_model(tag, pretrained=True, **kwargs)
+            except OSError as error:  # connection, HTTP and hub errors all derive from OSError
+                raise unavailable(tag, f"the download failed ({type(error).__name__}: {error})") from error
+        reset_head(model)
+    elif content is not None:
         model = timm.create_model(name, pretrained=False, **kwargs)
-    if weights is not None:
-        load_weights(model, weights)
+        load_library_weights(model, path, content)  # type: ignore[arg-type]
+    elif path is not None:
+        model = _timm_from_file(name, str(path), kwargs, what=f"weights file {str(path)!r}")
+        reset_head(model)
+    else:
+        model = timm.create_model(name, pretrained=False, **kwargs)
     disable_fused_attention(model)
     return model
+
+
+def _timm_from_file(name: str, file: str, kwargs: dict[str, object], *, what: str) -> nn.Module:
+    """timm's own pretrained loader, pointed at a local file (it adapts position embeddings, patches and the head)."""
+    import timm
+
+    try:
+        return timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": file}, **kwargs)
+    except (RuntimeError, KeyError, ValueError) as error:
+        message = " ".join(str(error).split())
+        raise ValueError(f"`weights`: timm could not load the {what} into {name!r}: {message[:300]}") from error
