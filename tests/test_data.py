@@ -1,4 +1,5 @@
-"""Tests for hmdc_modules.condensation.data: CIFAR-10 loading (both layouts), normalisation and synthetic-set files."""
+"""Tests for the data modules of hmdc_modules.condensation: datasets (CIFAR-10, image folders), normalisation and
+synthetic-set files."""
 
 from __future__ import annotations
 
@@ -15,8 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from hmdc_modules import data
-from hmdc_modules.condensation.data import (
+from hmdc_modules.condensation import (
     CIFAR10_CLASSES,
     CIFAR10_MEAN,
     CIFAR10_STD,
@@ -27,6 +27,7 @@ from hmdc_modules.condensation.data import (
     normalize,
     read_synthetic_set,
     save_synthetic_set,
+    synthetic,
 )
 
 SETTINGS = settings(deadline=None, max_examples=20)
@@ -276,7 +277,8 @@ def test_missing_data_names_root_and_both_ways(tmp_path: Path):
     message = str(info.value)
     assert str(root) in message
     assert "--download" in message and "internet" in message
-    assert f"python ../shared/data/cifar10/unpack.py {root}" in message
+    assert f"{root / 'train'}/<class>/*.png|jpg" in message  # the image-folder layout
+    assert "../shared" not in message and "unpack.py" not in message and "\n" not in message
 
     (tmp_path / "empty" / "train").mkdir(parents=True)
     with pytest.raises(FileNotFoundError, match="no class folders"):
@@ -587,4 +589,4 @@ def test_library_version_falls_back_to_unknown(monkeypatch: pytest.MonkeyPatch):
         raise importlib.metadata.PackageNotFoundError(name)
 
     monkeypatch.setattr(importlib.metadata, "version", missing)
-    assert data._library_version() == "unknown"
+    assert synthetic._library_version() == "unknown"

@@ -303,7 +303,7 @@ def load_torch_file(
         >>> load_torch_file(path, what="checkpoint", hint="delete it")  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        hmdc_modules.condensation.io.FileFormatError: '...empty.pt' is not a usable checkpoint file: ...
+        hmdc_modules.condensation.io.FileFormatError: '...empty.pt' is not a checkpoint file: ...
     """
     if not isinstance(path, str | os.PathLike):
         raise TypeError(f"`path` must be a str or path, got {describe(path)}")
@@ -323,7 +323,7 @@ def load_torch_file(
     except Exception as failure:  # torch raises UnpicklingError, RuntimeError, EOFError, ... for foreign files
         reason = _why_unreadable(data, failure)
     raise error(
-        f"'{path}' is not a usable {what} file: {reason}; expected a {what} file written by hmdc_modules "
+        f"'{path}' is not a {what} file: {reason}; expected a {what} file written by hmdc_modules "
         f"(tensors and plain Python values, loadable with weights_only=True); {hint}"
     )
 
@@ -430,7 +430,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     state = load_torch_file(path, what="checkpoint", hint=hint, error=CheckpointError)
     if not isinstance(state, dict):
         raise CheckpointError(
-            f"'{path}' is not a usable checkpoint file: it holds a {type(state).__name__}, "
+            f"'{path}' is not a checkpoint file: it holds a {type(state).__name__}, "
             f"expected a checkpoint dict written by save_checkpoint; {hint}"
         )
     return state
