@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-import hmdc_modules.evaluation.training as training
-from hmdc_modules.condensation.data import (
+import hmdc_modules.evaluation.train as training
+from hmdc_modules.condensation import (
     CIFAR10_MEAN,
     CIFAR10_STD,
     load_cifar10,
@@ -39,7 +39,7 @@ from hmdc_modules.evaluation import (
     write_csv,
     write_json,
 )
-from hmdc_modules.evaluation.training import _batches
+from hmdc_modules.evaluation.train import _batches
 
 TINY_CNN = ModelSpec("convnet", width=8)
 TINY_VIT = ModelSpec("test_vit")
@@ -483,18 +483,23 @@ def test_bad_inputs_name_the_argument(random_set: Path, tmp_path: Path) -> None:
 
 
 def test_missing_data_gives_the_library_error(random_set: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    settings = EvalSettings(epochs=1, data_root=str(tmp_path / "nowhere"))
-    with pytest.raises(FileNotFoundError, match="CIFAR-10 test split not found under root"):
+    nowhere = tmp_path / "nowhere"
+    settings = EvalSettings(epochs=1, data_root=str(nowhere))
+    with pytest.raises(FileNotFoundError, match="nowhere") as info:
         run_suite([random_set], [TINY_CNN], [0], settings, tmp_path / "out", device="cpu", progress=False)
+    assert "test" in str(info.value)  # the split it looked for
     assert not list((tmp_path / "out").glob("cells/*.json"))
-    args = [str(random_set), "--models", "convnet", "--data-root", str(tmp_path / "nowhere"), "--out", str(tmp_path)]
+    args = [str(random_set), "--models", "convnet", "--data-root", str(nowhere), "--out", str(tmp_path)]
     with pytest.raises(SystemExit) as exit_info:
         main(args)
-    assert exit_info.value.code == 2
-    assert "error: CIFAR-10 test split not found under root" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.startswith("error: ") and str(nowhere) in err
+    assert err.count("\n") == 1 and "Traceback" not in err
     with pytest.raises(SystemExit):
-        main(["random", "--data-root", str(tmp_path / "nowhere"), "--out", str(tmp_path / "r")])
-    assert "error: CIFAR-10 train split not found" in capsys.readouterr().err
+        main(["random", "--data-root", str(nowhere), "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "train" in err and err.count("\n") == 1
+    assert not (tmp_path / "r").exists()  # nothing left behind
 
 
 # ----------------------------------------------------------------------------------------------------------------

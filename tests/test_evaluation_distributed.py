@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 import torch
 
-import hmdc_modules.evaluation.runner as runner
-import hmdc_modules.evaluation.training as training
+import hmdc_modules.evaluation.ranks as ranks
+import hmdc_modules.evaluation.train as training
 from hmdc_modules.distributed import DistributedContext, init_distributed, owned_indices
 from hmdc_modules.evaluation import (
     Cell,
@@ -200,7 +200,7 @@ def run_ranks(
 ) -> list[SuiteReport | BaseException]:
     """``suite(ctx)`` on ``world_size`` thread ranks; each rank's report, or what it raised."""
     group = ThreadGroup(world_size)
-    monkeypatch.setattr(runner, "all_gather_objects", group.all_gather_objects)
+    monkeypatch.setattr(ranks, "all_gather_objects", group.all_gather_objects)
     outcomes: list[SuiteReport | BaseException] = [RuntimeError("no outcome")] * world_size
 
     def rank_main(rank: int) -> None:

@@ -1,29 +1,37 @@
 """Cross-architecture evaluation: train a pool of architectures on condensed sets and test them on CIFAR-10.
 
-- [`ModelSpec`][hmdc_modules.evaluation.pool.ModelSpec]: one architecture of the pool (ConvNet, ResNets, ViTs,
-  any timm model) and its recipe; [`PAPER_POOL`][hmdc_modules.evaluation.pool.PAPER_POOL] lists the paper's.
-- [`run_cell`][hmdc_modules.evaluation.training.run_cell]: train and test one (set, model, seed) cell, a pure
-  function of the cell and the [`EvalSettings`][hmdc_modules.evaluation.training.EvalSettings].
-- [`run_suite`][hmdc_modules.evaluation.runner.run_suite]: every cell, resumably, with the Markdown, CSV, JSON and
-  chart reports ([`summarize`][hmdc_modules.evaluation.tables.summarize],
-  [`plot_accuracy_bars`][hmdc_modules.evaluation.charts.plot_accuracy_bars]).
-- [`make_random_real_set`][hmdc_modules.evaluation.baselines.make_random_real_set]: the "Random" baseline set.
+The package, in the order the data flows:
+
+- [`records`][hmdc_modules.evaluation.records]: the settings, sets, models, cells and cell results, and their JSON
+  form ([`EvalSettings`][hmdc_modules.evaluation.records.EvalSettings],
+  [`ModelSpec`][hmdc_modules.evaluation.records.ModelSpec], [`CellResult`][hmdc_modules.evaluation.records.CellResult],
+  ...); [`pool`][hmdc_modules.evaluation.pool]: the paper's architectures and learning rates.
+- [`train`][hmdc_modules.evaluation.train]: [`run_cell`][hmdc_modules.evaluation.train.run_cell] trains and tests one
+  (set, model, seed) cell, a pure function of the cell and the settings.
+- [`suite`][hmdc_modules.evaluation.suite]: [`run_suite`][hmdc_modules.evaluation.suite.run_suite] plans every cell,
+  reuses the finished ones ([`store`][hmdc_modules.evaluation.store]: the output folder) and splits the rest over
+  ``torchrun`` ranks.
+- [`report`][hmdc_modules.evaluation.report]: the Markdown, CSV, JSON ([`tables`][hmdc_modules.evaluation.tables])
+  and chart ([`charts`][hmdc_modules.evaluation.charts]) reports.
+- [`baselines`][hmdc_modules.evaluation.baselines]: the "Random" baseline set.
 
 The command line is ``python -m hmdc_modules.evaluate`` (see ``--help``).
 """
 
+from hmdc_modules.distributed import resolve_device
 from hmdc_modules.evaluation.baselines import make_random_real_set, sample_per_class
-from hmdc_modules.evaluation.cells import Cell, CellResult, SetSpec, file_sha256, plan_cells, resolve_set_path
 from hmdc_modules.evaluation.charts import plot_accuracy_bars
 from hmdc_modules.evaluation.pool import (
     DEFAULT_LEARNING_RATE,
     PAPER_LEARNING_RATES,
     PAPER_POOL,
-    ModelSpec,
     default_learning_rate,
     model_family,
 )
-from hmdc_modules.evaluation.runner import SuiteReport, load_results, run_suite, write_reports
+from hmdc_modules.evaluation.records import Cell, CellResult, EvalSettings, ModelSpec, SetSpec, resolve_set_path
+from hmdc_modules.evaluation.report import write_reports
+from hmdc_modules.evaluation.store import load_results
+from hmdc_modules.evaluation.suite import SuiteReport, plan_cells, run_suite
 from hmdc_modules.evaluation.tables import (
     AVERAGE_LABELS,
     METRICS,
@@ -35,7 +43,7 @@ from hmdc_modules.evaluation.tables import (
     write_json,
     write_markdown,
 )
-from hmdc_modules.evaluation.training import EvalSettings, evaluate_accuracy, load_test_set, resolve_device, run_cell
+from hmdc_modules.evaluation.train import evaluate_accuracy, file_sha256, load_test_set, read_set, run_cell
 
 __all__ = [
     "AVERAGE_LABELS",
@@ -61,6 +69,7 @@ __all__ = [
     "model_family",
     "plan_cells",
     "plot_accuracy_bars",
+    "read_set",
     "resolve_device",
     "resolve_set_path",
     "run_cell",

@@ -73,17 +73,16 @@ def make_random_real_set(
     seed: int = 0,
     classes: Sequence[int] | None = None,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> Path:
     """Write the "Random" baseline: ``ipc`` real CIFAR-10 training images per class, drawn with ``seed``.
 
-    The training split is read with [`load_cifar10`][hmdc_modules.condensation.data.load_cifar10], the images are drawn
-    with
-    [`sample_per_class`][hmdc_modules.evaluation.baselines.sample_per_class], normalised with
-    [`CIFAR10_MEAN`][hmdc_modules.condensation.data.CIFAR10_MEAN] /
-    [`CIFAR10_STD`][hmdc_modules.condensation.data.CIFAR10_STD] and saved
-    with [`save_synthetic_set`][hmdc_modules.condensation.data.save_synthetic_set] (``factor=1``, ``iteration=0``;
-    ``extra``
-    records ``baseline="random_real"``, ``seed`` and the drawn ``source_indices`` into the loaded split).
+    The training split is read with [`load_cifar10`][hmdc_modules.condensation.data.load_cifar10], the images are
+    drawn with [`sample_per_class`][hmdc_modules.evaluation.baselines.sample_per_class], normalised with
+    CIFAR-10's mean and std and saved with
+    [`save_synthetic_set`][hmdc_modules.condensation.data.save_synthetic_set] (``factor=1``, ``iteration=0``;
+    ``extra`` records ``baseline="random_real"``, ``seed`` and the drawn ``source_indices`` into the loaded
+    split).
 
     Args:
         data_root: The CIFAR-10 folder.
@@ -93,6 +92,8 @@ def make_random_real_set(
         seed: Seed of the draw: the same seed draws the same images.
         classes: Class indices to include (``None``: all ten).
         progress: Show a progress bar while decoding image folders.
+        overwrite: Replace a set file that already exists at the destination (``False``: refuse, so a condensed
+            set in a run folder is never replaced by mistake).
 
     Returns:
         The path of the written set file.
@@ -100,24 +101,31 @@ def make_random_real_set(
     Raises:
         FileNotFoundError: If the data is missing (the message says where it looked and how to get it).
         TypeError: If an argument has the wrong type.
-        ValueError: If ``ipc`` or ``seed`` is out of range, or a class has fewer than ``ipc`` images.
+        ValueError: If ``ipc`` or ``seed`` is out of range, a class has fewer than ``ipc`` images, or the
+            destination file exists and ``overwrite`` is false.
 
     Examples:
         >>> path = make_random_real_set("data/cifar10", "runs/random_ipc1", ipc=1, seed=0)  # doctest: +SKIP
         >>> str(path)  # doctest: +SKIP
         'runs/random_ipc1/synthetic.pt'
     """
-    from hmdc_modules.condensation.data import CIFAR10_MEAN, CIFAR10_STD, load_cifar10, normalize, save_synthetic_set
+    from hmdc_modules.condensation import CIFAR10_MEAN, CIFAR10_STD, load_cifar10, normalize, save_synthetic_set
 
     if not isinstance(out, str | os.PathLike):
         raise TypeError(f"`out` must be a str or path, got {describe(out)}")
     check_positive_int("ipc", ipc)
     check_positive_int("seed", seed, minimum=0)
-    images, labels = load_cifar10(data_root, "train", progress=progress, classes=classes)
-    picked = sample_per_class(labels, ipc, seed=seed)
+    if not isinstance(overwrite, bool):
+        raise TypeError(f"`overwrite` must be a bool, got {describe(overwrite)}")
     target = Path(out)
     if target.suffix not in (".pt", ".pth"):
         target = target / "synthetic.pt"
+    if target.exists() and not overwrite:
+        raise ValueError(f"`out`: '{target}' already exists; choose another --out, or pass --overwrite to replace it")
+    if target.parent.exists() and not target.parent.is_dir():
+        raise ValueError(f"`out`: '{target.parent}' is a file, expected a folder")
+    images, labels = load_cifar10(data_root, "train", progress=progress, classes=classes)
+    picked = sample_per_class(labels, ipc, seed=seed)
     save_synthetic_set(
         target,
         normalize(images[picked], CIFAR10_MEAN, CIFAR10_STD),

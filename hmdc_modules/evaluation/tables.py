@@ -5,14 +5,15 @@ $\bar a = \frac{1}{n}\sum_s a_s$ and the sample standard deviation
 $\sigma = \sqrt{\frac{1}{n - 1}\sum_s (a_s - \bar a)^2}$ (``ddof = 1``). With a single seed the standard deviation
 is undefined: it is ``None`` in the rows, ``n/a`` in Markdown, an empty field in CSV and ``null`` in JSON.
 
-Sets that share a group (see [`SetSpec`][hmdc_modules.evaluation.cells.SetSpec]), such as the sets one method
+Sets that share a group (see [`SetSpec`][hmdc_modules.evaluation.records.SetSpec]), such as the sets one method
 condensed with different seeds, are pooled into one column: the $n$ values are then every (set, seed) training of
 the group, so that $\sigma$ holds the condensation's variance as well as the evaluation's.
 
 Each set also gets three averages: over its CNNs, over its ViTs and over all its models. An average is the plain
 mean of the models' seed means (every model counts once, whatever its number of seeds); it carries no standard
 deviation. Both metrics are summarised side by side: the final-epoch accuracy and the best accuracy over the
-periodic test evaluations (the paper's metric).
+periodic test evaluations. The best one is the paper's metric; it picks the epoch on the test set, so it is
+optimistic.
 """
 
 from __future__ import annotations
@@ -22,14 +23,14 @@ import io
 import json
 import math
 import os
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from hmdc_modules._validation import describe
-from hmdc_modules.evaluation.cells import CellResult
+from hmdc_modules.condensation import atomic_write_text
+from hmdc_modules.evaluation.records import CellResult
 
 __all__ = [
     "AVERAGE_LABELS",
@@ -44,7 +45,8 @@ __all__ = [
 ]
 
 METRICS: dict[str, str] = {
-    "best": "Best test accuracy (%) over the periodic evaluations (the paper's metric)",
+    "best": "Best test accuracy (%) over the periodic evaluations (the paper's metric; it picks the epoch on the "
+    "test set)",
     "final": "Final-epoch test accuracy (%)",
 }
 """The two reported metrics and their table titles."""
@@ -169,7 +171,7 @@ def summarize(results: Iterable[CellResult], *, pool_groups: bool = True) -> lis
             families.
 
     Examples:
-        >>> from hmdc_modules.evaluation.cells import CellResult
+        >>> from hmdc_modules.evaluation.records import CellResult
         >>> def cell(model, family, seed, best, final):
         ...     return CellResult("s", "s.pt", "", {"label": model, "family": family}, seed, [0], 1, 1, 1,
         ...                       final, best, 1, [(1, final)], 0.0, 0.0)
@@ -245,7 +247,8 @@ def summarize(results: Iterable[CellResult], *, pool_groups: bool = True) -> lis
     return rows
 
 
-def _check_rows(rows: Any) -> list[SummaryRow]:
+def check_rows(rows: Any) -> list[SummaryRow]:
+    """``rows`` as a list, checking that it holds ``SummaryRow`` objects (shared with the charts)."""
     return _check_list_of("rows", rows, SummaryRow)
 
 
@@ -288,7 +291,7 @@ def format_markdown(
         >>> print(format_markdown([row]).splitlines()[6])
         | convnet | CNN | 50.00 ± 2.00 |
     """
-    items = _check_rows(rows)
+    items = check_rows(rows)
     sets = list(dict.fromkeys(r.set_name for r in items))
     models = list(dict.fromkeys(r.model for r in items if r.kind == "model"))
     averages = [label for family, label in AVERAGE_LABELS.items() if any(r.model == label for r in items)]
@@ -310,21 +313,6 @@ def format_markdown(
     return "\n".join(lines)
 
 
-def _atomic_write_text(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(temporary, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    return path
-
-
 def write_markdown(rows: Iterable[SummaryRow], path: str | os.PathLike[str], **kwargs: Any) -> Path:
     """Write [`format_markdown`][hmdc_modules.evaluation.tables.format_markdown] to ``path`` atomically.
 
@@ -336,7 +324,7 @@ def write_markdown(rows: Iterable[SummaryRow], path: str | os.PathLike[str], **k
     Returns:
         The path written.
     """
-    return _atomic_write_text(Path(path), format_markdown(rows, **kwargs))
+    return atomic_write_text(path, format_markdown(rows, **kwargs))
 
 
 def write_csv(rows: Iterable[SummaryRow], path: str | os.PathLike[str]) -> Path:
@@ -351,13 +339,13 @@ def write_csv(rows: Iterable[SummaryRow], path: str | os.PathLike[str]) -> Path:
     Returns:
         The path written.
     """
-    items = _check_rows(rows)
+    items = check_rows(rows)
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=_CSV_COLUMNS, lineterminator="\n")
     writer.writeheader()
     for row in items:
         writer.writerow({k: ("" if v is None else v) for k, v in row.to_dict().items()})
-    return _atomic_write_text(Path(path), buffer.getvalue())
+    return atomic_write_text(path, buffer.getvalue())
 
 
 def write_json(
@@ -370,7 +358,7 @@ def write_json(
     """Write the summary, the per-cell records and the settings as one JSON document (``null`` for ``None``).
 
     Keys: ``format`` (``"hmdc_modules.evaluation"``), ``version`` (1), ``settings``, ``summary`` (the rows) and
-    ``cells`` (every [`CellResult`][hmdc_modules.evaluation.cells.CellResult], with its test history).
+    ``cells`` (every [`CellResult`][hmdc_modules.evaluation.records.CellResult], with its test history).
 
     Args:
         rows: The summary rows.
@@ -385,7 +373,7 @@ def write_json(
         "format": "hmdc_modules.evaluation",
         "version": 1,
         "settings": dict(settings or {}),
-        "summary": [r.to_dict() for r in _check_rows(rows)],
+        "summary": [r.to_dict() for r in check_rows(rows)],
         "cells": [c.to_dict() for c in _check_results(results)],
     }
-    return _atomic_write_text(Path(path), json.dumps(document, indent=2, allow_nan=True) + "\n")
+    return atomic_write_text(path, json.dumps(document, indent=2, allow_nan=True) + "\n")

@@ -1,0 +1,410 @@
+"""The command line of ``python -m hmdc_modules.evaluate``: parsers, argument checks, and the run.
+
+Every flag is checked before anything is written: numbers and lists by the parser's types, model names, set files
+and groups while building the records, and the output folder by the suite before it trains. A bad input ends the
+command with exit status 2 and one ``error:`` line (argparse's usage line first for a malformed flag), never a
+traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+if TYPE_CHECKING:
+    from hmdc_modules.distributed import DistributedContext
+    from hmdc_modules.evaluation.records import EvalSettings, ModelSpec, SetSpec
+
+__all__ = ["build_parser", "build_random_parser", "main"]
+
+_PAPER_ALIAS = "paper"
+_USER_ERRORS = (OSError, ValueError, TypeError)  # FileNotFoundError and PermissionError are OSErrors
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Argument types
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _int_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer of at least ``minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+_positive_int = _int_at_least(1)
+_non_negative_int = _int_at_least(0)
+
+
+def _probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a probability in [0, 1], got {text!r}") from None
+    if not 0.0 <= value <= 1.0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"expected a probability in [0, 1], got {text!r}")
+    return value
+
+
+def _seeds(text: str) -> list[int]:
+    """``"3"`` -> seeds 0, 1, 2; ``"158,159,700"`` -> those seeds."""
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a count (3) or a comma-separated seed list, got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected a count or seeds, got {text!r}")
+    if "," not in text:
+        if values[0] < 1:
+            raise argparse.ArgumentTypeError(f"the seed count must be >= 1, got {values[0]}")
+        return list(range(values[0]))
+    if any(v < 0 for v in values) or len(set(values)) != len(values):
+        raise argparse.ArgumentTypeError(f"seeds must be distinct integers >= 0, got {text!r}")
+    return values
+
+
+def _assignment(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip() or not value.strip():
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    return name.strip(), value.strip()
+
+
+def _learning_rate(text: str) -> tuple[str, float]:
+    name, value = _assignment(text)
+    try:
+        rate = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected NAME=LR with a number LR, got {text!r}") from None
+    if not (math.isfinite(rate) and rate > 0):
+        raise argparse.ArgumentTypeError(f"the learning rate must be a finite number > 0, got {text!r}")
+    return name, rate
+
+
+def _class_list(text: str) -> list[int]:
+    """``"0,1,2"`` or CIFAR-10 class names (``"cat,dog"``) -> distinct class indices in [0, 10)."""
+    from hmdc_modules.condensation import CIFAR10_CLASSES
+
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    if not parts:
+        raise argparse.ArgumentTypeError(f"expected class indices or names, e.g. 0,1,2 or cat,dog; got {text!r}")
+    indices = []
+    for part in parts:
+        if part.lstrip("-").isdigit():
+            index = int(part)
+        elif part in CIFAR10_CLASSES:
+            index = CIFAR10_CLASSES.index(part)
+        else:
+            raise argparse.ArgumentTypeError(
+                f"expected class indices 0-{len(CIFAR10_CLASSES) - 1} or names ({', '.join(CIFAR10_CLASSES)}), "
+                f"got {part!r}"
+            )
+        if not 0 <= index < len(CIFAR10_CLASSES):
+            raise argparse.ArgumentTypeError(f"class index {index} is outside 0-{len(CIFAR10_CLASSES) - 1}")
+        indices.append(index)
+    if len(set(indices)) != len(indices):
+        raise argparse.ArgumentTypeError(f"classes must not repeat, got {text!r}")
+    return indices
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Parsers
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of the evaluation command (``python -m hmdc_modules.evaluate SET_OR_RUN ...``)."""
+    from hmdc_modules import evaluate
+    from hmdc_modules.evaluation.pool import PAPER_POOL
+
+    parser = argparse.ArgumentParser(
+        prog="python -m hmdc_modules.evaluate",
+        description=evaluate.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "sets", nargs="+", metavar="SET_OR_RUN", help="synthetic-set files (.pt) or run folders holding synthetic.pt"
+    )
+    parser.add_argument(
+        "--name",
+        action="append",
+        default=None,
+        help="report name of the corresponding set, in order (repeat once per set; default: the folder names)",
+    )
+    parser.add_argument(
+        "--group",
+        action="append",
+        default=None,
+        help="report column of the corresponding set, in order (repeat once per set): sets sharing a group, such "
+        "as one method's condensation seeds, are pooled into one mean ± std (default: each set its own column)",
+    )
+    parser.add_argument(
+        "--models",
+        default=_PAPER_ALIAS,
+        help="comma-separated 'convnet' or timm names; 'paper' (the default) stands for the paper's seven: "
+        + ", ".join(PAPER_POOL),
+    )
+    parser.add_argument(
+        "--seeds",
+        type=_seeds,
+        default=[0, 1, 2],
+        help="a count N (seeds 0..N-1) or a list like 158,159,700 (default: 3)",
+    )
+    parser.add_argument(
+        "--epochs", type=_positive_int, default=2000, help="training epochs (default: %(default)s, the paper's)"
+    )
+    parser.add_argument(
+        "--eval-every",
+        type=_non_negative_int,
+        default=10,
+        help="test every K epochs, and after the last one; 0: only after the last (default: %(default)s)",
+    )
+    parser.add_argument("--batch-size", type=_positive_int, default=128, help="training batch (default: %(default)s)")
+    parser.add_argument(
+        "--lr",
+        type=_learning_rate,
+        action="append",
+        default=[],
+        metavar="NAME=LR",
+        help="learning rate of one model (repeatable); default per model: ConvNet 1e-2, ResNet18/50 1e-3, "
+        "ResNet101 1e-4, ViT-Tiny/Small 1e-3, ViT-Base 1e-4, others 1e-3",
+    )
+    parser.add_argument(
+        "--weights",
+        type=_assignment,
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="start model NAME from this local weights file (repeatable); default: from scratch, nothing downloaded",
+    )
+    parser.add_argument(
+        "--image-size", type=_positive_int, default=32, help="input side the models see (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--patch-size",
+        type=_positive_int,
+        default=None,
+        help="ViT patch size (default: image size // 8 below 224, i.e. 4 at 32; the model's own from 224)",
+    )
+    parser.add_argument(
+        "--convnet-width", type=_positive_int, default=None, help="ConvNet channels (default: 128, the ConvNet-3)"
+    )
+    parser.add_argument("--no-augment", action="store_true", help="train without the differentiable augmentation")
+    parser.add_argument(
+        "--cutmix-p", type=_probability, default=0.5, help="cutmix probability for non-ViT models; 0 disables (0.5)"
+    )
+    parser.add_argument(
+        "--test-per-class",
+        type=_positive_int,
+        default=None,
+        help="test on the first N test images of each class only (default: all)",
+    )
+    parser.add_argument("--data-root", default="data/cifar10", help="CIFAR-10 folder (default: %(default)s)")
+    parser.add_argument("--out", default=None, help="output folder (default: runs/eval/<set names joined by '+'>)")
+    parser.add_argument("--device", default="auto", help="'auto' (CUDA when available), 'cpu', 'cuda:0', ...")
+    parser.add_argument("--quiet", action="store_true", help="log lines instead of progress bars")
+    return parser
+
+
+def build_random_parser() -> argparse.ArgumentParser:
+    """The parser of the baseline command (``python -m hmdc_modules.evaluate random ...``)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m hmdc_modules.evaluate random",
+        description="Write the 'Random' baseline: IPC real CIFAR-10 training images per class, drawn with SEED, "
+        "as a run folder (OUT/synthetic.pt) that the evaluation reads like any condensed set.",
+    )
+    parser.add_argument("--ipc", type=_positive_int, default=1, help="images per class (default: %(default)s)")
+    parser.add_argument("--seed", type=_non_negative_int, default=0, help="seed of the draw (default: %(default)s)")
+    parser.add_argument(
+        "--classes", type=_class_list, default=None, help="class indices or names, e.g. 0,1,2 or cat,dog (default: all)"
+    )
+    parser.add_argument("--data-root", default="data/cifar10", help="CIFAR-10 folder (default: %(default)s)")
+    parser.add_argument("--out", default=None, help="run folder or .pt file (default: runs/random_ipc<IPC>_seed<SEED>)")
+    parser.add_argument("--overwrite", action="store_true", help="replace a set file that already exists at --out")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar while reading the images")
+    return parser
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Building the records
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _per_set(parser: argparse.ArgumentParser, args: argparse.Namespace, option: str) -> list[str | None]:
+    values = getattr(args, option)
+    if values is None:
+        return [None] * len(args.sets)
+    if len(values) != len(args.sets):
+        parser.error(f"--{option} must be given once per set: {len(args.sets)} sets but {len(values)} {option}s")
+    return values
+
+
+def _model_specs(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[ModelSpec]:
+    from hmdc_modules.evaluation.pool import PAPER_POOL, model_family
+    from hmdc_modules.evaluation.records import ModelSpec
+
+    names: list[str] = []
+    for part in args.models.split(","):
+        part = part.strip()
+        if part == _PAPER_ALIAS:
+            names.extend(PAPER_POOL)
+        elif part:
+            names.append(part)
+    if not names:
+        parser.error(f"--models must name at least one model, got {args.models!r}")
+    for option, pairs in (("--lr", args.lr), ("--weights", args.weights)):
+        given = [name for name, _ in pairs]
+        unknown = sorted(set(given) - set(names))
+        if unknown:
+            parser.error(f"{option} names models that are not in --models: {unknown} (models: {names})")
+        repeated = sorted({name for name in given if given.count(name) > 1})
+        if repeated:
+            parser.error(f"{option} is given more than once for {repeated}")
+    rates, weights = dict(args.lr), dict(args.weights)
+    specs = []
+    for name in names:
+        family = model_family(name)
+        specs.append(
+            ModelSpec(
+                name,
+                lr=rates.get(name),
+                weights=weights.get(name),
+                image_size=args.image_size,
+                patch_size=args.patch_size if family == "vit" else None,
+                width=args.convnet_width if name.lower() == "convnet" else None,
+            )
+        )
+    return specs
+
+
+def _records(
+    parser: argparse.ArgumentParser, args: argparse.Namespace
+) -> tuple[list[SetSpec], list[ModelSpec], EvalSettings, Path]:
+    """The sets, models, settings and output folder the flags describe (every check that needs no rank)."""
+    from hmdc_modules.evaluation.records import EvalSettings, SetSpec
+
+    names, groups = _per_set(parser, args, "name"), _per_set(parser, args, "group")
+    sets = [SetSpec.from_path(path, name, group) for path, name, group in zip(args.sets, names, groups, strict=True)]
+    models = _model_specs(parser, args)
+    settings = EvalSettings(
+        epochs=args.epochs,
+        eval_every=args.eval_every,
+        batch_size=args.batch_size,
+        augment=not args.no_augment,
+        cutmix_p=args.cutmix_p,
+        data_root=args.data_root,
+        test_per_class=args.test_per_class,
+    )
+    out = Path(args.out) if args.out else Path("runs/eval") / "+".join(s.name for s in sets)
+    return sets, models, settings, out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Commands
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _fail(
+    parser: argparse.ArgumentParser, message: str, ctx: DistributedContext | None = None, status: int = 2
+) -> NoReturn:
+    """Exit with ``status`` and one ``error:`` line (prefixed with the rank under ``torchrun``)."""
+    where = f"[rank {ctx.rank}] " if ctx is not None and ctx.enabled else ""
+    line = "; ".join(part.strip() for part in message.splitlines() if part.strip()) or "failed"
+    parser.exit(status, f"{where}error: {line}\n")
+
+
+def _run_random(argv: Sequence[str]) -> int:
+    from hmdc_modules.evaluation.baselines import make_random_real_set
+
+    parser = build_random_parser()
+    args = parser.parse_args(argv)
+    out = args.out or f"runs/random_ipc{args.ipc}_seed{args.seed}"
+    try:
+        path = make_random_real_set(
+            args.data_root,
+            out,
+            ipc=args.ipc,
+            seed=args.seed,
+            classes=args.classes,
+            progress=not args.quiet,
+            overwrite=args.overwrite,
+        )
+    except _USER_ERRORS as error:
+        _fail(parser, str(error))
+    print(f"wrote {path}")
+    return 0
+
+
+def _evaluate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """Build the records on every rank, then run the suite under
+    [`run_guarded`][hmdc_modules.distributed.run_guarded] (SIGINT: 130, torchrun's SIGTERM: 143, a lost rank: 1)."""
+    from hmdc_modules.distributed import any_rank, init_distributed, run_guarded, shutdown_distributed
+    from hmdc_modules.evaluation.suite import run_suite
+
+    try:
+        ctx = init_distributed(args.device)  # checks the device name before any process group
+    except _USER_ERRORS as error:
+        _fail(parser, str(error))
+    try:
+        failure: Exception | None = None
+        try:
+            sets, models, settings, out = _records(parser, args)
+        except _USER_ERRORS as error:
+            failure = error
+        if any_rank(failure is not None, ctx):  # a set missing on one machine stops every rank
+            raise failure or ValueError("another rank could not read the arguments (see its error line)")
+        reports: list[Any] = []
+
+        def job() -> None:
+            reports.append(run_suite(sets, models, args.seeds, settings, out, progress=not args.quiet, dist=ctx))
+
+        hint = f"the finished cells are stored in {out}: run the same command again to continue"
+        status = run_guarded(job, ctx, resume_hint=hint)
+    except _USER_ERRORS as error:
+        _fail(parser, str(error), ctx)
+    finally:
+        shutdown_distributed(ctx)
+    if status != 0:
+        return status
+    report = reports[0]
+    if ctx.is_main:
+        print(f"{report.trained} cells trained, {report.skipped} already done; reports in {out}:")
+        for path in report.files.values():
+            print(f"  {path}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (errors exit with status 2 and an ``error:`` line).
+
+    Under ``torchrun`` every process runs this with the same arguments: the cells are split over the ranks (see
+    [`run_suite`][hmdc_modules.evaluation.suite.run_suite]) and only rank 0 prints the summary. An interrupted
+    run ends with one line and status 130 (SIGINT) or 143 (SIGTERM, also when ``torchrun`` stops a rank because
+    another one failed); a process that loses contact with the others exits with status 1. Finished cells stay
+    stored either way, and the same command continues.
+
+    Args:
+        argv: The arguments (``None``: ``sys.argv[1:]``). A first argument ``random`` selects the baseline command
+            (a set folder literally named ``random`` is passed as ``./random``).
+
+    Returns:
+        0 on success, else the status above (bad input exits with status 2 instead of returning).
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "random":
+        return _run_random(argv[1:])
+    parser = build_parser()
+    return _evaluate(parser, parser.parse_args(argv))

@@ -1,0 +1,588 @@
+r"""The records of an evaluation, and their JSON form: settings, sets, models, cells and cell results.
+
+Every record is a frozen dataclass that checks its arguments, and every one that is stored has ``to_dict`` (plain
+JSON values) and ``from_dict`` (the inverse, refusing what is not such a record). This is the only module that
+defines what an evaluation folder's JSON files hold:
+
+- [`EvalSettings`][hmdc_modules.evaluation.records.EvalSettings]: the training and test settings a folder is bound
+  to (``settings.json``);
+- [`SetSpec`][hmdc_modules.evaluation.records.SetSpec]: a synthetic set and its report column;
+- [`ModelSpec`][hmdc_modules.evaluation.records.ModelSpec]: one architecture of the pool and its recipe;
+- [`Cell`][hmdc_modules.evaluation.records.Cell]: one (set, model, seed) training;
+- [`CellResult`][hmdc_modules.evaluation.records.CellResult]: what a cell's training produced
+  (``cells/<key>.json``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from hmdc_modules._validation import check_non_negative_float, check_positive_int, describe
+from hmdc_modules.evaluation.pool import default_learning_rate, model_family
+
+__all__ = ["Cell", "CellResult", "EvalSettings", "ModelSpec", "SetSpec", "resolve_set_path"]
+
+SET_FILE = "synthetic.pt"
+"""The file a run folder holds its synthetic set in."""
+
+_NOT_COMPARED = ("data_root", "test_batch_size")
+
+
+def _mapping(data: Any, what: str) -> Mapping[str, Any]:
+    if not isinstance(data, Mapping):
+        raise TypeError(f"`data` must be a dict ({what}), got {describe(data)}")
+    return data
+
+
+def _check_name(arg: str, value: Any, *, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if not isinstance(value, str):
+        raise TypeError(f"`{arg}` must be a str{' or None' if optional else ''}, got {describe(value)}")
+    if not value.strip():
+        raise ValueError(f"`{arg}` must not be empty, got {value!r}")
+
+
+def _check_path(arg: str, value: Any) -> str:
+    if not isinstance(value, str | os.PathLike):
+        raise TypeError(f"`{arg}` must be a str or path, got {describe(value)}")
+    return os.fspath(value)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Settings
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    r"""The training and test settings shared by every cell of an evaluation.
+
+    Args:
+        epochs: Training epochs (the paper: 2000).
+        eval_every: Test every this many epochs (the paper: 10); the last epoch is always tested. 0 tests only
+            after the last epoch, so that the best accuracy equals the final one.
+        batch_size: Training batch size (128). A last batch of a single image is merged into the previous one
+            (BatchNorm cannot train on one image).
+        momentum: SGD momentum (0.9).
+        weight_decay: SGD weight decay ($5 \cdot 10^{-4}$).
+        augment: Apply [`DifferentiableAugment`][hmdc_modules.condensation.augment.DifferentiableAugment]
+            (unseeded, one draw per image) to every training batch.
+        cutmix_p: Probability of [`cutmix`][hmdc_modules.condensation.augment.cutmix] per batch (0.5); never for
+            ViTs; 0 disables it.
+        data_root: The CIFAR-10 folder the test split is read from (see
+            [`load_cifar10`][hmdc_modules.condensation.data.load_cifar10]).
+        test_per_class: Use only the first this many test images of each class (``None``: all 1,000).
+        test_batch_size: Batch size of the test passes (memory only; results do not depend on it).
+        num_classes: Output classes of the models (10 for CIFAR-10; the set's labels must be below it).
+
+    Raises:
+        TypeError: If an argument has the wrong type.
+        ValueError: If a number is out of range.
+
+    Examples:
+        >>> EvalSettings(epochs=300).batch_size
+        128
+        >>> EvalSettings.from_dict(EvalSettings(epochs=3).to_dict()) == EvalSettings(epochs=3)
+        True
+        >>> EvalSettings(epochs=3).differences(EvalSettings(epochs=2))
+        {'epochs': (2, 3)}
+    """
+
+    epochs: int = 2000
+    eval_every: int = 10
+    batch_size: int = 128
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    augment: bool = True
+    cutmix_p: float = 0.5
+    data_root: str = "data/cifar10"
+    test_per_class: int | None = None
+    test_batch_size: int = 500
+    num_classes: int = 10
+
+    def __post_init__(self) -> None:
+        check_positive_int("epochs", self.epochs)
+        check_positive_int("eval_every", self.eval_every, minimum=0)
+        check_positive_int("batch_size", self.batch_size)
+        check_positive_int("test_batch_size", self.test_batch_size)
+        check_positive_int("num_classes", self.num_classes)
+        if self.test_per_class is not None:
+            check_positive_int("test_per_class", self.test_per_class)
+        for name in ("momentum", "weight_decay", "cutmix_p"):
+            object.__setattr__(self, name, check_non_negative_float(name, getattr(self, name)))
+        if self.cutmix_p > 1.0:
+            raise ValueError(f"`cutmix_p` must be in [0, 1], got {self.cutmix_p}")
+        if not isinstance(self.augment, bool):
+            raise TypeError(f"`augment` must be a bool, got {describe(self.augment)}")
+        object.__setattr__(self, "data_root", _check_path("data_root", self.data_root))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every setting as plain JSON values."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> EvalSettings:
+        """Rebuild settings from [`to_dict`][hmdc_modules.evaluation.records.EvalSettings.to_dict]'s output.
+
+        Raises:
+            TypeError: If ``data`` is not a mapping or a value has the wrong type.
+            ValueError: If ``data`` holds an unknown key or a value out of range.
+        """
+        data = _mapping(data, "evaluation settings")
+        unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise ValueError(f"`data` holds unknown settings {unknown}")
+        return cls(**data)
+
+    def differences(self, other: EvalSettings) -> dict[str, tuple[Any, Any]]:
+        """The settings that change results and differ from ``other``: ``{name: (other's, self's)}``.
+
+        ``data_root`` (the data may move) and ``test_batch_size`` (memory only) are not compared.
+
+        Raises:
+            TypeError: If ``other`` is not an ``EvalSettings``.
+        """
+        if not isinstance(other, EvalSettings):
+            raise TypeError(f"`other` must be an EvalSettings, got {describe(other)}")
+        mine, theirs = self.to_dict(), other.to_dict()
+        return {k: (theirs[k], mine[k]) for k in mine if k not in _NOT_COMPARED and mine[k] != theirs[k]}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Sets
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def resolve_set_path(path: str | os.PathLike[str]) -> Path:
+    """The synthetic-set file a command-line argument names: a ``.pt`` file, or a run folder's ``synthetic.pt``.
+
+    Args:
+        path: A synthetic-set file, or a folder holding ``synthetic.pt`` (what ``examples/hmdc_cifar10.py`` and
+            [`make_random_real_set`][hmdc_modules.evaluation.baselines.make_random_real_set] write).
+
+    Returns:
+        The file's path.
+
+    Raises:
+        TypeError: If ``path`` is not a string or path.
+        FileNotFoundError: If there is no such file, or the folder holds no ``synthetic.pt``.
+
+    Examples:
+        >>> import tempfile
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> (folder / "synthetic.pt").touch()
+        >>> resolve_set_path(folder).name
+        'synthetic.pt'
+    """
+    path = Path(_check_path("path", path)).expanduser()
+    if path.is_dir():
+        candidate = path / SET_FILE
+        if not candidate.is_file():
+            raise FileNotFoundError(f"`path` '{path}' is a folder without '{SET_FILE}': not a run folder")
+        return candidate
+    if not path.is_file():
+        raise FileNotFoundError(f"`path` '{path}' is neither a synthetic-set file nor a run folder")
+    return path
+
+
+@dataclass(frozen=True)
+class SetSpec:
+    """A synthetic set to evaluate: its report name and its file.
+
+    Args:
+        name: The name in file names and per-set reports; unique within a suite.
+        path: The synthetic-set file (use [`SetSpec.from_path`][hmdc_modules.evaluation.records.SetSpec.from_path]
+            for run folders).
+        group: The column the set's results are pooled into in the reports (``None``: its own ``name``). Give the
+            sets that one method condensed with different seeds the same group, so that the reported spread holds
+            the condensation's variance as well as the evaluation's.
+
+    Raises:
+        TypeError: If ``name`` or ``group`` is not a string or ``path`` not a path.
+        ValueError: If ``name`` or ``group`` is empty.
+
+    Examples:
+        >>> SetSpec("random_ipc1", "runs/random_ipc1/synthetic.pt").group
+        'random_ipc1'
+        >>> SetSpec("hmdc_s1", "runs/hmdc_s1/synthetic.pt", group="hmdc").group
+        'hmdc'
+    """
+
+    name: str
+    path: str
+    group: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_name("name", self.name)
+        _check_name("group", self.group, optional=True)
+        if self.group is None:
+            object.__setattr__(self, "group", self.name)
+        object.__setattr__(self, "path", _check_path("path", self.path))
+
+    @classmethod
+    def from_path(cls, path: str | os.PathLike[str], name: str | None = None, group: str | None = None) -> SetSpec:
+        """A set from a run folder or a ``.pt`` file, named after its folder unless ``name`` is given.
+
+        The default name is the run folder's name for a folder or a ``synthetic.pt`` file, else the file's stem
+        (``sets/dm_ipc10.pt`` -> ``dm_ipc10``).
+
+        Raises:
+            TypeError: If ``path`` is not a string or path.
+            FileNotFoundError: If ``path`` is neither a file nor a folder holding ``synthetic.pt``.
+        """
+        file = resolve_set_path(path)
+        if name is None:
+            name = file.resolve().parent.name if file.name == SET_FILE else file.stem
+        return cls(name=name, path=str(file), group=group)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Models
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One architecture of the evaluation pool and how it is trained.
+
+    Args:
+        name: ``"convnet"`` (the library's ConvNet-3) or any timm model name (``"resnet18"``,
+            ``"vit_tiny_patch16_224"``, ``"test_vit"``, ...).
+        lr: SGD learning rate; ``None`` takes
+            [`default_learning_rate`][hmdc_modules.evaluation.pool.default_learning_rate] of ``name``.
+        weights: A local weights file to start from (see
+            [`load_weights`][hmdc_modules.condensation.models.factory.load_weights]; the classifier head stays
+            freshly initialised). ``None`` (the default) trains from scratch. Never downloaded.
+        image_size: The side the model sees: the 32x32 images are resized to it (bilinear) after augmentation and
+            before testing.
+        patch_size: Patch size of a ViT; ``None`` picks one: ``image_size // 8`` below 224 (4 at 32) and the
+            architecture's own from 224 on. Must be ``None`` for other models.
+        width: Channels of the ConvNet (``None``: 128, the ConvNet-3); a small width gives a tiny model for quick
+            checks. Must be ``None`` for other models.
+        label: The name the model has in the reports and in the output folder; ``None`` uses ``name``. Two specs of
+            the same architecture with different settings need different labels.
+
+    Raises:
+        TypeError: If an argument has the wrong type.
+        ValueError: If ``name`` is not ``"convnet"`` or a timm model name, ``lr`` is not a finite positive number,
+            a size is below 1, or ``patch_size``/``width`` is given for a model it does not apply to.
+
+    Examples:
+        >>> spec = ModelSpec("convnet", width=8)
+        >>> spec.learning_rate, spec.family, spec.display_name
+        (0.01, 'cnn', 'convnet')
+        >>> ModelSpec("test_vit").effective_patch_size
+        4
+        >>> ModelSpec.from_dict(spec.to_dict()).to_dict() == spec.to_dict()  # the same recipe
+        True
+    """
+
+    name: str
+    lr: float | None = None
+    weights: str | None = None
+    image_size: int = 32
+    patch_size: int | None = None
+    width: int | None = None
+    label: str | None = None
+
+    def __post_init__(self) -> None:
+        family = model_family(self.name)  # checks the name
+        if self.lr is not None:
+            if isinstance(self.lr, bool) or not isinstance(self.lr, int | float):
+                raise TypeError(f"`lr` must be a float or None, got {describe(self.lr)}")
+            if not (math.isfinite(self.lr) and self.lr > 0):
+                raise ValueError(f"`lr` must be a finite number > 0, got {self.lr}")
+            object.__setattr__(self, "lr", float(self.lr))
+        if self.weights is not None:
+            object.__setattr__(self, "weights", _check_path("weights", self.weights))
+        check_positive_int("image_size", self.image_size)
+        if self.patch_size is not None:
+            check_positive_int("patch_size", self.patch_size)
+            if family != "vit":
+                raise ValueError(
+                    f"`patch_size` only applies to vision transformers, got {self.patch_size} for {self.name!r}"
+                )
+        if self.width is not None:
+            check_positive_int("width", self.width)
+            if self.name.lower() != "convnet":
+                raise ValueError(f"`width` only applies to 'convnet', got width={self.width} for {self.name!r}")
+        _check_name("label", self.label, optional=True)
+
+    @property
+    def display_name(self) -> str:
+        """The name in reports and file names: ``label``, else ``name``."""
+        return self.label if self.label is not None else self.name
+
+    @property
+    def family(self) -> str:
+        """``"vit"`` or ``"cnn"`` (see [`model_family`][hmdc_modules.evaluation.pool.model_family])."""
+        return model_family(self.name)
+
+    @property
+    def learning_rate(self) -> float:
+        """The SGD learning rate used: ``lr``, else the protocol's default for ``name``."""
+        return self.lr if self.lr is not None else default_learning_rate(self.name)
+
+    @property
+    def effective_patch_size(self) -> int | None:
+        """The ViT patch size used (``None``: the architecture's own, and always for non-ViTs)."""
+        if self.family != "vit":
+            return None
+        if self.patch_size is not None:
+            return self.patch_size
+        return max(1, self.image_size // 8) if self.image_size < 224 else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved recipe as plain JSON values (learning rate, patch size and family filled in).
+
+        Two specs that train the same model the same way give equal dictionaries; the suite compares them to
+        decide whether a stored result still applies.
+        """
+        return {
+            "name": self.name,
+            "label": self.display_name,
+            "family": self.family,
+            "lr": self.learning_rate,
+            "weights": self.weights,
+            "image_size": self.image_size,
+            "patch_size": self.effective_patch_size,
+            "width": self.width,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ModelSpec:
+        """Rebuild a spec from [`to_dict`][hmdc_modules.evaluation.records.ModelSpec.to_dict]'s output.
+
+        Raises:
+            TypeError: If ``data`` is not a mapping.
+            ValueError: If ``data`` lacks ``name`` or holds invalid values.
+        """
+        data = _mapping(data, "a model recipe")
+        if "name" not in data:
+            raise ValueError(f"`data` must hold a 'name', got keys {sorted(data)}")
+        family = model_family(data["name"])
+        return cls(
+            name=data["name"],
+            lr=data.get("lr"),
+            weights=data.get("weights"),
+            image_size=data.get("image_size", 32),
+            patch_size=data.get("patch_size") if family == "vit" else None,
+            width=data.get("width"),
+            label=data.get("label"),
+        )
+
+    def build(self, num_classes: int = 10) -> nn.Module:
+        """Create the model, freshly initialised from the global torch RNG (or loaded from ``weights``).
+
+        Evaluation trains with first-order gradients only, so a ViT keeps timm's fused attention kernels (faster);
+        gradient matching, which differentiates through a gradient, needs the explicit path instead (see
+        [`disable_fused_attention`][hmdc_modules.condensation.models.factory.disable_fused_attention]).
+
+        Args:
+            num_classes: Number of output classes.
+
+        Returns:
+            The model on the CPU, in training mode.
+
+        Raises:
+            FileNotFoundError: If ``weights`` names no file.
+            ValueError: If the weights file matches no tensor of the model.
+
+        Examples:
+            >>> import torch
+            >>> ModelSpec("convnet", width=8).build(num_classes=3)(torch.zeros(1, 3, 32, 32)).shape
+            torch.Size([1, 3])
+        """
+        from hmdc_modules.condensation import ConvNet, create_model, load_weights
+
+        check_positive_int("num_classes", num_classes)
+        if self.name.lower() == "convnet":
+            model: nn.Module = ConvNet(num_classes=num_classes, width=self.width or 128, image_size=self.image_size)
+            if self.weights is not None:
+                load_weights(model, self.weights)
+            return model.train()
+        model = create_model(
+            self.name,
+            num_classes,
+            image_size=self.image_size,
+            patch_size=self.effective_patch_size,
+            weights=self.weights,
+        )
+        _use_fused_attention(model)
+        return model.train()
+
+
+def _use_fused_attention(model: nn.Module) -> None:
+    """Undo ``create_model``'s matching-safe default: evaluation needs no double backward, so it takes the fused
+    attention kernels back. (Pending a ``create_model`` parameter that makes the choice at construction.)"""
+    for module in model.modules():
+        if isinstance(getattr(module, "fused_attn", None), bool):
+            module.fused_attn = True
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Cells and their results
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._+-]+", "_", text).strip("._") or "_"
+
+
+def cell_key(set_name: str, model_label: str, seed: int) -> str:
+    """The identifier of a cell: ``<set>--<model>--seed<seed>``, file-name safe."""
+    return f"{_slug(set_name)}--{_slug(model_label)}--seed{seed}"
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One training run of an evaluation: a set, a model and a seed.
+
+    Args:
+        set: The synthetic set.
+        model: The architecture and its recipe.
+        seed: Seeds the model initialisation, the data order and the augmentation (an int >= 0).
+
+    Raises:
+        TypeError: If an argument has the wrong type.
+        ValueError: If ``seed`` is negative.
+
+    Examples:
+        >>> Cell(SetSpec("my set", "a.pt"), ModelSpec("convnet", width=8), 2).key
+        'my_set--convnet--seed2'
+    """
+
+    set: SetSpec
+    model: ModelSpec
+    seed: int
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.set, SetSpec):
+            raise TypeError(f"`set` must be a SetSpec, got {describe(self.set)}")
+        if not isinstance(self.model, ModelSpec):
+            raise TypeError(f"`model` must be a ModelSpec, got {describe(self.model)}")
+        check_positive_int("seed", self.seed, minimum=0)
+
+    @property
+    def key(self) -> str:
+        """A file-name-safe identifier, unique within a suite: ``<set>--<model>--seed<seed>``."""
+        return cell_key(self.set.name, self.model.display_name, self.seed)
+
+
+_OPTIONAL_RESULT_FIELDS = ("settings", "set_group")
+
+
+@dataclass(frozen=True)
+class CellResult:
+    """What training one cell produced. Accuracies are percentages of the test images classified correctly.
+
+    Attributes:
+        set_name: The set's report name.
+        set_path: The set's file.
+        set_sha256: SHA-256 of that file's bytes when it was evaluated.
+        model: The resolved recipe, [`ModelSpec.to_dict`][hmdc_modules.evaluation.records.ModelSpec.to_dict].
+        seed: The cell's seed.
+        classes: The classes of the set, whose test images were used.
+        num_train: Training images after decoding (multi-formation).
+        num_test: Test images.
+        epochs: Epochs trained.
+        final_accuracy: Test accuracy after the last epoch.
+        best_accuracy: The best test accuracy over all evaluations (every ``eval_every`` epochs and after the last
+            one). It is the HMDC paper's metric, and it selects the epoch on the test set, so it is optimistic.
+        best_epoch: The epoch (1-based) of ``best_accuracy`` (the first, on ties).
+        history: ``(epoch, accuracy)`` of every evaluation, in order.
+        final_loss: Mean training loss of the last epoch.
+        seconds: Wall-clock time of the training and tests.
+        settings: The [`EvalSettings`][hmdc_modules.evaluation.records.EvalSettings] as a dict.
+        set_group: The report column the set is pooled into (``None``: ``set_name``; see
+            [`SetSpec`][hmdc_modules.evaluation.records.SetSpec]).
+
+    Examples:
+        >>> result = CellResult("s", "s.pt", "", {"label": "convnet", "family": "cnn"}, 0, [0, 1], 4, 6, 2,
+        ...                     40.0, 50.0, 1, [(1, 50.0), (2, 40.0)], 1.2, 0.5)
+        >>> result.key, result.group
+        ('s--convnet--seed0', 's')
+        >>> CellResult.from_dict(result.to_dict()) == result
+        True
+    """
+
+    set_name: str
+    set_path: str
+    set_sha256: str
+    model: dict[str, Any]
+    seed: int
+    classes: list[int]
+    num_train: int
+    num_test: int
+    epochs: int
+    final_accuracy: float
+    best_accuracy: float
+    best_epoch: int
+    history: list[tuple[int, float]]
+    final_loss: float
+    seconds: float
+    settings: dict[str, Any] = field(default_factory=dict)
+    set_group: str | None = None
+
+    @property
+    def model_label(self) -> str:
+        """The model's display name."""
+        return str(self.model["label"])
+
+    @property
+    def group(self) -> str:
+        """The report column: ``set_group``, or ``set_name`` when no group was given."""
+        return self.set_group if self.set_group is not None else self.set_name
+
+    @property
+    def family(self) -> str:
+        """``"cnn"`` or ``"vit"``."""
+        return str(self.model["family"])
+
+    @property
+    def key(self) -> str:
+        """The cell's identifier (see [`Cell.key`][hmdc_modules.evaluation.records.Cell.key])."""
+        return cell_key(self.set_name, self.model_label, self.seed)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record as plain JSON values."""
+        data = dataclasses.asdict(self)
+        data["history"] = [[int(e), float(a)] for e, a in self.history]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> CellResult:
+        """Rebuild a record from [`to_dict`][hmdc_modules.evaluation.records.CellResult.to_dict]'s output.
+
+        Records written before ``set_group`` and ``settings`` existed are accepted.
+
+        Raises:
+            TypeError: If ``data`` is not a mapping or a field has the wrong type.
+            ValueError: If a field is missing.
+        """
+        data = _mapping(data, "a cell result")
+        required = [f.name for f in dataclasses.fields(cls) if f.name not in _OPTIONAL_RESULT_FIELDS]
+        missing = [name for name in required if name not in data]
+        if missing:
+            raise ValueError(f"`data` is not a cell result: missing fields {missing}")
+        values = {name: data[name] for name in required}
+        try:
+            values["history"] = [(int(e), float(a)) for e, a in data["history"]]
+            values["classes"] = [int(c) for c in data["classes"]]
+            values["model"] = dict(data["model"])
+        except (TypeError, ValueError) as error:
+            raise TypeError(f"`data` is not a cell result: {error}") from None
+        group = data.get("set_group")
+        if group is not None and not isinstance(group, str):
+            raise TypeError(f"`data['set_group']` must be a str or None, got {describe(group)}")
+        return cls(**values, settings=dict(data.get("settings", {})), set_group=group)
