@@ -282,8 +282,17 @@ def test_hooks_exist_only_while_the_adapter_runs() -> None:
     assert all_hooks(net) == 0
     adapter(torch.randn(1, 3, 8, 8))
     assert all_hooks(net) == 0
-    with pytest.raises(RuntimeError):
-        adapter(torch.randn(1, 5, 8, 8))  # the model's conv rejects 5 channels
+    with pytest.raises(ValueError, match="`x` has 5 channels"):
+        adapter(torch.randn(1, 5, 8, 8))  # refused by the adapter before any hook is registered
+    assert all_hooks(net) == 0
+
+    class Fails(nn.Module):
+        def forward(self, x: Tensor) -> Tensor:
+            raise RuntimeError("fails inside the model")
+
+    net[4] = Fails()  # after the tapped layers: the hooks are registered and have fired when the model fails
+    with pytest.raises(RuntimeError, match="fails inside the model"):
+        adapter(torch.randn(1, 3, 8, 8))
     assert all_hooks(net) == 0
 
 

@@ -24,12 +24,24 @@ def _check_module(name: str, model: object) -> nn.Module:
     return model
 
 
-def _guess_in_channels(model: nn.Module) -> int:
-    """Input channels of the first ``Conv2d`` registered in ``model`` (3 when it has none)."""
+def _first_conv_in_channels(model: nn.Module) -> int | None:
+    """Input channels of the first ``Conv2d`` registered in ``model`` (its stem), ``None`` when it has none."""
     for module in model.modules():
         if isinstance(module, nn.Conv2d):
             return module.in_channels
-    return 3
+    return None
+
+
+def _guess_in_channels(model: nn.Module) -> int:
+    """Input channels of the first ``Conv2d`` registered in ``model`` (3 when it has none)."""
+    channels = _first_conv_in_channels(model)
+    return 3 if channels is None else channels
+
+
+def _floating_dtype(model: nn.Module) -> torch.dtype | None:
+    """The dtype of the model's first floating parameter or buffer, ``None`` when it has none."""
+    like = next((t for t in chain(model.parameters(), model.buffers()) if t.is_floating_point()), None)
+    return None if like is None else like.dtype
 
 
 def _probe_input(model: nn.Module, batch: int, size: tuple[int, int], in_channels: int) -> Tensor:
@@ -90,6 +102,7 @@ class FeatureAdapter(nn.Module, ABC):
         super().__init__()
         self.model = _check_module("model", model)
         self.input_size = None if input_size is None else _size_pair("input_size", input_size)
+        self._in_channels = _first_conv_in_channels(self.model)
         self._spec_cache: dict[tuple[int, int, int], tuple[FeatureSpec, ...]] = {}
 
     @property
@@ -112,18 +125,35 @@ class FeatureAdapter(nn.Module, ABC):
             shallow to deep. Gradients flow from both to ``x`` and to the model's parameters.
 
         Raises:
-            TypeError: If ``x`` is not a floating-point tensor.
-            ValueError: If ``x`` is not 4-D or has an empty batch.
+            TypeError: If ``x`` is not a floating-point tensor, or its dtype differs from the model's (outside
+                ``torch.autocast``); the message gives both dtypes.
+            ValueError: If ``x`` is not 4-D, has an empty batch, or its channel count differs from the input
+                channels of the model's first ``Conv2d`` (the message gives both counts).
 
         Shape:
             - x: $(B, C, H, W)$.
             - Output: logits $(B, K)$; feature $l$: semantic $(B, C_l)$, spatial $(B, C_l, H_l, W_l)$.
         """
         check_tensor("x", x, ndim=4, floating=True, nonempty=True)
+        self._check_input_fits(x)
         if self.input_size is not None and tuple(x.shape[-2:]) != self.input_size:
             x = F.interpolate(x, size=self.input_size, mode="bilinear", align_corners=True)
         logits, features = self._forward_features(x)
         return AdapterOutput(logits, tuple(features))
+
+    def _check_input_fits(self, x: Tensor) -> None:
+        """Refuse images whose channel count or dtype the model cannot take, before torch fails deep inside."""
+        if self._in_channels is not None and x.shape[1] != self._in_channels:
+            raise ValueError(
+                f"`x` has {x.shape[1]} channels (shape {tuple(x.shape)}) but {type(self.model).__name__} takes "
+                f"{self._in_channels} input channels (its first Conv2d); pass images with {self._in_channels} channels"
+            )
+        dtype = _floating_dtype(self.model)
+        if dtype is not None and x.dtype != dtype and not torch.is_autocast_enabled(x.device.type):
+            raise TypeError(
+                f"`x` has dtype {x.dtype} but {type(self.model).__name__} has {dtype} parameters; convert one to "
+                f"the other (e.g. x.to({dtype}) or model.to({x.dtype})), or run under torch.autocast"
+            )
 
     def feature_specs(
         self, image_size: int | tuple[int, int], *, in_channels: int | None = None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from torch import Tensor, nn
@@ -12,7 +12,70 @@ from hmdc_modules.adapters.base import FeatureAdapter, _check_module
 from hmdc_modules.adapters.layout import SEMANTICS, semantic_vector
 from hmdc_modules.features import FeatureMap
 
-__all__ = ["TimmAdapter"]
+__all__ = ["TimmAdapter", "disable_fused_attention", "has_timm_interface"]
+
+
+def disable_fused_attention(model: nn.Module) -> int:
+    r"""Make every timm attention block of ``model`` twice differentiable: switch it to explicit attention.
+
+    Gradient matching back-propagates through a gradient (a double backward). PyTorch's fused
+    ``scaled_dot_product_attention`` kernels (flash and memory-efficient, on CPU and GPU) implement no derivative
+    of their own backward, so a ViT used for matching must compute $\mathrm{softmax}(QK^\top/\sqrt{d})V$
+    explicitly. timm exposes that choice as the boolean ``fused_attn`` attribute of its attention modules; this
+    sets it to ``False`` wherever it exists. The outputs are the same up to rounding; the explicit path is slower
+    and holds the attention matrix in memory. [`auto_adapter`][hmdc_modules.adapters.auto_adapter] calls it for
+    every timm model.
+
+    Args:
+        model: Any module; its submodules with a boolean ``fused_attn`` attribute are switched.
+
+    Returns:
+        The number of attention modules switched (0 for a model without any).
+
+    Raises:
+        TypeError: If ``model`` is not an ``nn.Module``.
+
+    Examples:
+        >>> import timm
+        >>> vit = timm.create_model("test_vit", num_classes=10, img_size=32, patch_size=4)
+        >>> disable_fused_attention(vit) == len(vit.blocks)
+        True
+        >>> any(getattr(m, "fused_attn", False) for m in vit.modules())
+        False
+    """
+    _check_module("model", model)
+    count = 0
+    for module in model.modules():
+        if isinstance(getattr(module, "fused_attn", None), bool):
+            module.fused_attn = False
+            count += 1
+    return count
+
+
+def has_timm_interface(model: nn.Module) -> bool:
+    """Whether ``model`` offers timm's feature interface: ``forward_intermediates``, ``forward_head`` and a
+    ``feature_info`` list of dicts with ``"module"`` and ``"num_chs"`` (judged by what it exposes, not its class).
+
+    Args:
+        model: Any module.
+
+    Returns:
+        ``True`` when [`TimmAdapter`][hmdc_modules.adapters.timm.TimmAdapter] can wrap it.
+
+    Examples:
+        >>> import timm
+        >>> has_timm_interface(timm.create_model("test_resnet", num_classes=10)), has_timm_interface(nn.Linear(2, 2))
+        (True, False)
+    """
+    if not all(callable(getattr(model, attr, None)) for attr in ("forward_intermediates", "forward_head")):
+        return False
+    info = getattr(model, "feature_info", None)
+    if isinstance(info, str | bytes | Mapping) or not isinstance(info, Iterable):
+        return False
+    entries = list(info)
+    return bool(entries) and all(
+        isinstance(entry, Mapping) and "module" in entry and "num_chs" in entry for entry in entries
+    )
 
 
 def _resolve_indices(indices: Any, count: int) -> tuple[int, ...]:
@@ -70,6 +133,10 @@ class TimmAdapter(FeatureAdapter):
     [`semantic_vector`][hmdc_modules.adapters.layout.semantic_vector]). For a CNN it is the mean of the map. Maps
     that come back channels-last (last dimension equal to ``feature_info``'s ``num_chs``, second one not) are
     permuted to NCHW.
+
+    The adapter leaves timm's fused attention as it is; gradient matching needs it off (see
+    [`disable_fused_attention`][hmdc_modules.adapters.timm.disable_fused_attention], which
+    [`auto_adapter`][hmdc_modules.adapters.auto_adapter] applies).
 
     Args:
         model: A timm classifier (e.g. ``timm.create_model("vit_tiny_patch16_224", pretrained=False)``).
