@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import Tensor, nn
 
-from hmdc_modules import selection
+from hmdc_modules.condensation import selection
 from hmdc_modules.condensation.selection import (
     KMeansResult,
     embed,
@@ -408,3 +408,35 @@ def test_embed_errors():
         embed(lambda b: (b,), torch.zeros(2, 1))  # type: ignore[arg-type,return-value]
     with pytest.raises(ValueError, match="one row per image"):
         embed(lambda b: b.sum(), torch.zeros(2, 1))
+
+
+def _example_embed_images(adapter: nn.Module, images: Tensor, batch_size: int = 500) -> Tensor:
+    """The example's former embed_images, written out: deepest tapped layer's semantic vector, eval mode, batches."""
+    was_training = adapter.training
+    adapter.eval()
+    out = torch.cat(
+        [adapter(images[i : i + batch_size]).features[-1].semantic for i in range(0, len(images), batch_size)]
+    )
+    adapter.train(was_training)
+    return out
+
+
+def test_embed_with_take_gives_the_examples_adapter_embedding_bitwise():
+    from hmdc_modules import auto_adapter
+    from hmdc_modules.condensation import create_model
+
+    torch.manual_seed(0)
+    adapter = auto_adapter(create_model("convnet", 10))
+    adapter.train()
+    images = torch.randn(7, 3, 32, 32)
+    expected = _example_embed_images(adapter, images, batch_size=4)
+    assert adapter.training
+    out = embed(adapter, images, 4, take=lambda output: output.features[-1].semantic)
+    assert torch.equal(out, expected) and out.shape == (7, expected.shape[1])
+    assert adapter.training and all(m.training for m in adapter.modules())
+    with pytest.raises(TypeError, match="`model` must return"):
+        embed(adapter, images, 4)  # the adapter's structured output needs `take`
+    with pytest.raises(TypeError, match="`take` must be a callable"):
+        embed(adapter, images, 4, take="semantic")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="`take` must return"):
+        embed(adapter, images, 4, take=lambda output: output.features)

@@ -13,7 +13,7 @@ built and the $(N, K)$ distance matrix is never held whole: 5000 embeddings of w
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -349,11 +349,22 @@ def embed(
     batch_size: int = 256,
     *,
     device: torch.device | str | None = None,
+    take: Callable[[Any], Tensor] | None = None,
 ) -> Tensor:
     """Run ``model`` over ``images`` in batches without gradients and flatten each output to one vector per image.
 
-    An ``nn.Module`` is switched to eval mode for the call and every submodule's ``training`` flag is restored
-    afterwards (also when the model raises). Any other callable is simply called under ``torch.no_grad()``.
+    The package's one eval-mode embedding helper. An ``nn.Module`` is switched to eval mode for the call and every
+    submodule's ``training`` flag is restored afterwards (also when the model raises). Any other callable is simply
+    called under ``torch.no_grad()``. ``take`` picks the embedding out of a structured output, so a model behind an
+    adapter keeps its eval mode: the deepest tapped layer's semantic vector (CNN: global mean; ViT: CLS token), as
+    the condensation example uses for k-means selection, is
+
+    ```python
+    embed(adapter, images, 500, take=lambda out: out.features[-1].semantic)
+    ```
+
+    and gives exactly the values of the per-batch loop ``adapter.eval(); adapter(images[i:i + 500])...`` (the same
+    batches run through the same modules; ``no_grad`` does not change forward values).
 
     Args:
         model: The feature extractor: an ``nn.Module`` or a callable mapping a batch to a tensor whose first
@@ -361,13 +372,14 @@ def embed(
         images: The inputs, batch first.
         batch_size: Number of images per forward pass.
         device: Where to run the batches; ``None`` keeps ``images`` where they are. The result stays there.
+        take: Maps the model's output for one batch to the tensor to embed (``None``: the output itself).
 
     Returns:
         The flattened outputs ``model(batch).flatten(1)``, concatenated in input order.
 
     Raises:
-        TypeError: If ``model`` is not callable, ``images`` is not a tensor, ``batch_size`` is not an int or the
-            model does not return a tensor.
+        TypeError: If ``model`` or ``take`` is not callable, ``images`` is not a tensor, ``batch_size`` is not an
+            int, or the model (after ``take``) does not return a tensor.
         ValueError: If ``images`` is empty, ``batch_size < 1`` or the model's output does not have one row per image.
 
     Shape:
@@ -381,6 +393,8 @@ def embed(
     """
     if not callable(model):
         raise TypeError(f"`model` must be an nn.Module or a callable, got {describe(model)}")
+    if take is not None and not callable(take):
+        raise TypeError(f"`take` must be a callable mapping the model's output to a tensor, got {describe(take)}")
     check_tensor("images", images, nonempty=True)
     check_positive_int("batch_size", batch_size)
     modes = [(module, module.training) for module in model.modules()] if isinstance(model, nn.Module) else []
@@ -394,8 +408,11 @@ def embed(
                 if device is not None:
                     batch = batch.to(device)
                 output = model(batch)
+                if take is not None:
+                    output = take(output)
                 if not isinstance(output, Tensor):
-                    raise TypeError(f"`model` must return a torch.Tensor, got {describe(output)}")
+                    what = "`take` must return" if take is not None else "`model` must return (or pass `take`)"
+                    raise TypeError(f"{what} a torch.Tensor, got {describe(output)}")
                 if output.ndim == 0 or output.shape[0] != batch.shape[0]:
                     raise ValueError(
                         f"`model` must return one row per image: a batch of {batch.shape[0]} gave an output of shape "
