@@ -26,6 +26,7 @@ from hmdc_modules.adapters import (
     ViTAdapter,
     auto_adapter,
     default_output_fn,
+    disable_fused_attention,
     to_feature_map,
 )
 from hmdc_modules.condensation.models.convnet import ConvNet
@@ -828,3 +829,109 @@ def test_bad_x(x: Any, error: type[Exception], match: str) -> None:
     with call_count(net) as calls, pytest.raises(error, match=match):
         HookAdapter(net, ["0"])(x)
     assert calls[0] == 0
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# recognising models by what they expose; double backward; dtype and channel checks (issues 13 and 14)
+
+
+class NamedLayersNet(nn.Module):
+    """Not a ConvNet: offers only the named-layer protocol (``feature_layers``)."""
+
+    feature_layers = ("body.0", "body.2")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 5, 3, stride=2, padding=1))
+        self.head = nn.Linear(5, 3)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.body(x).mean(dim=(2, 3)))
+
+
+class BlocksClsViT(nn.Module):
+    """A ViT outside timm's interface: ``blocks`` and a ``cls_token``, NLC block outputs."""
+
+    def __init__(self, dim: int = 8) -> None:
+        super().__init__()
+        self.patch = nn.Conv2d(3, dim, 4, stride=4)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.blocks = nn.ModuleList(nn.Linear(dim, dim) for _ in range(2))
+        self.head = nn.Linear(dim, 3)
+
+    def forward(self, x: Tensor) -> Tensor:
+        t = self.patch(x).flatten(2).transpose(1, 2)
+        t = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), t], dim=1)
+        for block in self.blocks:
+            t = t + block(t)
+        return self.head(t[:, 0])
+
+
+def test_auto_adapter_recognises_structures_not_classes() -> None:
+    named = auto_adapter(NamedLayersNet())
+    assert type(named) is CNNAdapter and named.layer_names == ("body.0", "body.2")
+    vit = auto_adapter(BlocksClsViT())
+    assert type(vit) is ViTAdapter and vit.layer_names == ("blocks.0", "blocks.1")
+    assert vit(torch.randn(2, 3, 16, 16)).features[1].spatial.shape == (2, 8, 4, 4)
+    tv_vit = auto_adapter(torchvision.models.VisionTransformer(32, 16, 2, 2, 8, 16, num_classes=3))
+    assert type(tv_vit) is TorchvisionAdapter and len(tv_vit.layer_names) == 2
+    import ast
+    from pathlib import Path
+
+    import hmdc_modules.adapters as adapters_package
+
+    imported = set()
+    for path in Path(adapters_package.__path__[0]).glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                imported |= {f"{node.module}.{alias.name}" for alias in node.names}
+    assert imported and not [
+        name for name in imported if name.startswith(("timm", "torchvision", "hmdc_modules.condensation"))
+    ]
+
+
+def test_disable_fused_attention_counts_and_rejects_non_modules() -> None:
+    vit = timm_vit()
+    assert any(getattr(m, "fused_attn", False) for m in vit.modules())
+    assert disable_fused_attention(vit) == len(vit.blocks)
+    assert not any(getattr(m, "fused_attn", True) for m in vit.modules() if hasattr(m, "fused_attn"))
+    assert disable_fused_attention(small_sequential()) == 0
+    with pytest.raises(TypeError, match=r"`model` must be a torch\.nn\.Module, got str"):
+        disable_fused_attention("vit")  # type: ignore[arg-type]
+
+
+def _double_backward(model: nn.Module) -> Tensor:
+    """Gradient matching's pattern: a loss of a create_graph gradient, back-propagated to the images."""
+    x = torch.randn(2, 3, 32, 32, requires_grad=True)
+    out = model(x)
+    logits = out.logits if isinstance(out, AdapterOutput) else out
+    params = [p for p in model.parameters() if p.requires_grad]
+    grads = torch.autograd.grad(F.cross_entropy(logits, torch.tensor([0, 1])), params, create_graph=True)
+    sum(g.pow(2).sum() for g in grads).backward()
+    assert x.grad is not None
+    return x.grad
+
+
+def test_timm_vit_from_create_model_works_in_a_double_backward_through_auto_adapter() -> None:
+    torch.manual_seed(0)
+    raw = timm.create_model("test_vit", num_classes=3, img_size=32, patch_size=4)
+    with pytest.raises(RuntimeError, match="not implemented"):  # the failure auto_adapter prevents
+        _double_backward(raw)
+    grad = _double_backward(auto_adapter(raw))
+    assert torch.isfinite(grad).all() and grad.abs().sum() > 0
+
+
+def test_adapter_reports_dtype_and_channel_mismatch_with_both_values() -> None:
+    adapter = auto_adapter(ConvNet(width=4))
+    with pytest.raises(TypeError, match=r"`x` has dtype torch\.float64 but ConvNet has torch\.float32 parameters"):
+        adapter(torch.randn(1, 3, 32, 32, dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"`x` has 1 channels \(shape \(1, 1, 32, 32\)\) but ConvNet takes 3 input"):
+        adapter(torch.randn(1, 1, 32, 32))
+    half = auto_adapter(ConvNet(width=4)).to(torch.bfloat16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast casts float32 for the model: no complaint
+        assert half(torch.randn(1, 3, 32, 32)).logits.dtype == torch.bfloat16
+        with pytest.raises(TypeError, match=r"`x` has dtype torch\.float64 but ConvNet has torch\.bfloat16"):
+            half(torch.randn(1, 3, 32, 32, dtype=torch.float64))  # autocast never casts float64
+    assert adapter.double()(torch.randn(1, 3, 32, 32, dtype=torch.float64)).logits.dtype == torch.float64

@@ -125,8 +125,8 @@ class FeatureAdapter(nn.Module, ABC):
             shallow to deep. Gradients flow from both to ``x`` and to the model's parameters.
 
         Raises:
-            TypeError: If ``x`` is not a floating-point tensor, or its dtype differs from the model's (outside
-                ``torch.autocast``); the message gives both dtypes.
+            TypeError: If ``x`` is not a floating-point tensor, or its dtype differs from the model's (unless
+                ``torch.autocast`` casts both, which it never does for float64); the message gives both dtypes.
             ValueError: If ``x`` is not 4-D, has an empty batch, or its channel count differs from the input
                 channels of the model's first ``Conv2d`` (the message gives both counts).
 
@@ -149,7 +149,9 @@ class FeatureAdapter(nn.Module, ABC):
                 f"{self._in_channels} input channels (its first Conv2d); pass images with {self._in_channels} channels"
             )
         dtype = _floating_dtype(self.model)
-        if dtype is not None and x.dtype != dtype and not torch.is_autocast_enabled(x.device.type):
+        # Under autocast, float32/16/bf16 inputs and weights are cast for the op; float64 never is.
+        autocast = torch.is_autocast_enabled(x.device.type) and torch.float64 not in (x.dtype, dtype)
+        if dtype is not None and x.dtype != dtype and not autocast:
             raise TypeError(
                 f"`x` has dtype {x.dtype} but {type(self.model).__name__} has {dtype} parameters; convert one to "
                 f"the other (e.g. x.to({dtype}) or model.to({x.dtype})), or run under torch.autocast"
