@@ -95,29 +95,13 @@ def _learning_rate(text: str) -> tuple[str, float]:
 
 
 def _class_list(text: str) -> list[int]:
-    """``"0,1,2"`` or CIFAR-10 class names (``"cat,dog"``) -> distinct class indices in [0, 10)."""
-    from hmdc_modules.condensation import CIFAR10_CLASSES
+    """``"0,1,2"`` or CIFAR-10 class names (``"cat,dog"``) -> distinct class indices (see ``parse_classes``)."""
+    from hmdc_modules.condensation import CIFAR10_CLASSES, parse_classes
 
-    parts = [part.strip() for part in text.split(",") if part.strip()]
-    if not parts:
-        raise argparse.ArgumentTypeError(f"expected class indices or names, e.g. 0,1,2 or cat,dog; got {text!r}")
-    indices = []
-    for part in parts:
-        if part.lstrip("-").isdigit():
-            index = int(part)
-        elif part in CIFAR10_CLASSES:
-            index = CIFAR10_CLASSES.index(part)
-        else:
-            raise argparse.ArgumentTypeError(
-                f"expected class indices 0-{len(CIFAR10_CLASSES) - 1} or names ({', '.join(CIFAR10_CLASSES)}), "
-                f"got {part!r}"
-            )
-        if not 0 <= index < len(CIFAR10_CLASSES):
-            raise argparse.ArgumentTypeError(f"class index {index} is outside 0-{len(CIFAR10_CLASSES) - 1}")
-        indices.append(index)
-    if len(set(indices)) != len(indices):
-        raise argparse.ArgumentTypeError(f"classes must not repeat, got {text!r}")
-    return indices
+    try:
+        return parse_classes(text, CIFAR10_CLASSES)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 # ----------------------------------------------------------------------------------------------------------------
