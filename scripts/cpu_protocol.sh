@@ -41,7 +41,8 @@ condense() {  # condense ARM SEED
   [[ -f "$dir/DONE" ]] && return 0
   local start; start=$(date +%s)
   if [[ "$arm" == random ]]; then
-    python -m hmdc_modules.evaluate random --ipc 1 --seed "$seed" --data-root "$DATA" --out "$dir" --quiet
+    # no DONE yet: a set left by an interrupted draw is redrawn (the draw is deterministic)
+    python -m hmdc_modules.evaluate random --ipc 1 --seed "$seed" --data-root "$DATA" --out "$dir" --overwrite --quiet
   else
     local resume=(); [[ -f "$dir/checkpoint.pt" ]] && resume=(--resume)
     # shellcheck disable=SC2046
