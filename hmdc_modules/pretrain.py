@@ -461,8 +461,17 @@ def _validate(cfg: PretrainConfig) -> None:
         raise ValueError(f"`--device` {cfg.device!r}: CUDA is not available here; use --device cpu or auto")
     from hmdc_modules.condensation import create_model
 
-    # Builds the model once on the CPU: catches an incompatible --image-size/--patch-size before any write.
-    create_model(cfg.model, 2, image_size=cfg.image_size, patch_size=cfg.patch_size)
+    # Builds the model once on the CPU and runs one image through it: catches an incompatible
+    # --image-size/--patch-size before anything is written.
+    model = create_model(cfg.model, 2, image_size=cfg.image_size, patch_size=cfg.patch_size).eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, 3, cfg.image_size, cfg.image_size))
+    except (AssertionError, RuntimeError, ValueError) as error:
+        detail = " ".join(str(error).split())[:200]
+        raise ValueError(
+            f"`--image-size` {cfg.image_size} / `--patch-size` {cfg.patch_size} do not suit {cfg.model!r}: {detail}"
+        ) from error
 
 
 def pretrain(cfg: PretrainConfig) -> Path:

@@ -233,6 +233,11 @@ def create_model(
             kwargs["img_size"] = image_size
         if patch_size is not None:
             kwargs["patch_size"] = patch_size
+        default_cfg = timm.models.get_pretrained_cfg(name)
+        side = image_size if image_size is not None else (default_cfg.input_size[-1] if default_cfg else None)
+        patch = patch_size if patch_size is not None else _default_patch(name)
+        if side is not None and patch is not None and side % patch:
+            raise ValueError(f"`image_size` {side} must be divisible by the patch size {patch} of {name!r}")
     elif patch_size is not None:
         raise ValueError(f"`patch_size` only applies to vision transformers, got {patch_size} for {name!r}")
 
@@ -260,6 +265,14 @@ def create_model(
         model = timm.create_model(name, pretrained=False, **kwargs)
     disable_fused_attention(model)
     return model
+
+
+def _default_patch(name: str) -> int | None:
+    """The patch size a timm ViT is built with, read from its name (``..._patch16_...``) where it says."""
+    import re
+
+    found = re.search(r"patch(\d+)", name)
+    return int(found.group(1)) if found else None
 
 
 def _timm_from_file(name: str, file: str, kwargs: dict[str, object], *, what: str) -> nn.Module:

@@ -202,7 +202,10 @@ def resolve_pretrained_tag(name: str, pretrained: bool | str) -> str:
     else:
         raise TypeError(f"`pretrained` must be True, a timm tag string or None, got {describe(pretrained)}")
     full = f"{architecture}.{tag}" if tag else architecture
-    cfg = get_pretrained_cfg(full)
+    try:
+        cfg = get_pretrained_cfg(full)
+    except RuntimeError:  # timm: "Invalid pretrained tag"
+        cfg = None
     if cfg is None or not (cfg.hf_hub_id or cfg.url or cfg.file):
         tags = [t.split(".", 1)[1] for t in timm.list_pretrained(f"{architecture}.*")]
         raise ValueError(
