@@ -785,3 +785,90 @@ def test_backward_and_forward_work_under_flop_counter_mode() -> None:
         return x.grad
 
     torch.testing.assert_close(run(counting=True), run(counting=False), rtol=0, atol=0)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# sync(): the balancer merges its own state across ranks (public API only)
+
+
+def _sync_calls(balancer: GradientBalancer, groups: list[int], rounds: int) -> None:
+    for r in range(rounds):
+        for g in groups:
+            x = torch.full((3,), 1.0 + 0.1 * r, requires_grad=True)
+            balancer.backward([(g + 1.0) * x.sum(), 1e-3 * (r + 1.0) * (x**2).sum() / (g + 1.0)], x, group=g)
+
+
+def _sync_rank(rank: int, port: int, out: str) -> None:
+    import os
+
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    try:
+        balancer = GradientBalancer(2, num_groups=5, interval=2, init_value=1e-6)
+        mine = list(range(rank, 5, 2))
+        _sync_calls(balancer, mine, rounds=3)
+        balancer.sync(mine)
+        _sync_calls(balancer, mine, rounds=2)
+        before = copy.deepcopy(balancer.state_dict())
+        try:
+            balancer.sync([0, 1] if rank == 0 else [1, 3])  # group 1 claimed twice, 2 and 4 by nobody
+        except ValueError as error:
+            refused = str(error)
+        else:
+            refused = ""
+        after = balancer.state_dict()
+        unchanged = after["_extra_state"] == before["_extra_state"] and all(
+            torch.equal(v, after[k]) for k, v in before.items() if isinstance(v, torch.Tensor)
+        )
+        balancer.sync(mine)
+        torch.save({"state": balancer.state_dict(), "refused": refused, "unchanged": unchanged}, f"{out}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_sync_merges_two_ranks_into_the_single_process_state(tmp_path) -> None:
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_sync_rank, args=(port, str(tmp_path)), nprocs=2, join=True)
+    single = GradientBalancer(2, num_groups=5, interval=2, init_value=1e-6)
+    _sync_calls(single, list(range(5)), rounds=3)
+    _sync_calls(single, list(range(5)), rounds=2)
+    for rank in range(2):
+        saved = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
+        assert "every one of the 5 groups must be owned by exactly one rank" in saved["refused"]
+        assert saved["unchanged"]
+        merged = GradientBalancer(2, num_groups=5, interval=2, init_value=1e-6)
+        merged.load_state_dict(saved["state"])
+        for name in ("accumulator", "num_samples", "num_calls"):
+            assert torch.equal(getattr(merged, name), getattr(single, name)), name
+        assert merged.global_step == single.global_step == 25
+        assert sorted((r.group, r.magnitudes, r.weights) for r in merged.history) == sorted(
+            (r.group, r.magnitudes, r.weights) for r in single.history
+        )
+
+
+@pytest.mark.parametrize(
+    ("owned", "error", "match"),
+    [
+        ("01", TypeError, r"`owned_groups` must be an iterable of int group indices, got str"),
+        (3, TypeError, r"`owned_groups` must be an iterable of int group indices, got int"),
+        ([0, 1.0], TypeError, r"`owned_groups` must hold int group indices, got float"),
+        ([0, 4], ValueError, r"`owned_groups` must hold groups in \[0, 3\] \(num_groups=4\), got 4"),
+        ([True], ValueError, r"`owned_groups` must hold groups in \[0, 3\]"),
+        ([2, 2], ValueError, r"`owned_groups` must list each group once, got \[2, 2\]"),
+    ],
+)
+def test_sync_rejects_bad_owned_groups(owned, error, match) -> None:
+    balancer = GradientBalancer(2, num_groups=4)
+    with pytest.raises(error, match=match):
+        balancer.sync(owned)
+    balancer.sync(range(2))  # a plain process: a valid call changes nothing
+    assert balancer.global_step == 0 and balancer.num_calls.sum() == 0

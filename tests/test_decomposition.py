@@ -476,3 +476,25 @@ def test_bad_align_project_and_mixing_arguments(dec):
         dec.mixing_weights(1)
     with pytest.raises(TypeError, match="`pair_index` must be an int"):
         dec.mixing_weights("0")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Non-finite features (issue 14)
+
+
+@pytest.mark.parametrize(("part", "bad"), [("semantic", float("nan")), ("spatial", float("inf"))])
+def test_non_finite_features_raise_where_they_enter(part: str, bad: float) -> None:
+    cnn = [FeatureSpec("a", 4, 8, 8), FeatureSpec("b", 4, 4, 4)]
+    vit = [FeatureSpec(f"v{k}", 6, 4, 4) for k in range(3)]
+    dec = SpatialSemanticDecomposer([cnn, vit])
+    f_cnn, f_vit = make_features(cnn, 2), make_features(vit, 2, seed=1)
+    poisoned = list(f_vit)
+    tensor = getattr(poisoned[2], part).clone()
+    tensor.view(-1)[3] = bad
+    poisoned[2] = poisoned[2]._replace(**{part: tensor})
+    kind = "NaN" if bad != bad else "inf"
+    with pytest.raises(ValueError, match=rf"`features\[1\]\[2\]\.{part}` is not finite \(holds {kind}\)"):
+        dec([f_cnn, poisoned])
+    with pytest.raises(ValueError, match=rf"`features\[2\]\.{part}` is not finite"):
+        dec.project(1, poisoned)
+    assert dec([f_cnn, f_vit])[0][0].isfinite().all()  # finite features pass

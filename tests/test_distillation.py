@@ -245,3 +245,48 @@ def test_module_bad_inputs():
         loss([(a, a), (a, torch.randn(2, 4))])
     with pytest.raises(ValueError, match=r"`input` and `target` must have identical shapes, got \(2, 3\) and \(2,\)"):
         loss(a, torch.randn(2))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Non-finite features and foreign inputs (issue 14)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_features_raise_where_they_enter(bad: float) -> None:
+    good = torch.randn(2, 3, 5, 4)
+    poisoned = good.clone()
+    poisoned[1, 2, 3, 0] = bad
+    kind = "NaN" if bad != bad else "inf"
+    with pytest.raises(ValueError, match=rf"`target` is not finite \(holds {kind}\)"):
+        mutual_distillation_loss(good, poisoned)
+    with pytest.raises(ValueError, match=rf"`input` is not finite \(holds {kind}\)"):
+        MutualDistillationLoss()(poisoned, good)
+    with pytest.raises(ValueError, match=rf"`input\[1\]\[0\]` is not finite \(holds {kind}\)"):
+        MutualDistillationLoss()([(good, good), (poisoned, good)])
+
+
+def test_numpy_inputs_are_named_as_such() -> None:
+    np = pytest.importorskip("numpy")
+    a, b = np.zeros((2, 3)), np.zeros((2, 3))
+    with pytest.raises(TypeError, match=r"`input` must be a torch\.Tensor like `target`, got numpy\.ndarray of shape"):
+        MutualDistillationLoss()(a, b)
+    with pytest.raises(TypeError, match=r"`target` must be a torch\.Tensor, got numpy\.ndarray of shape \(2, 3\)"):
+        MutualDistillationLoss()(torch.zeros(2, 3), b)
+    with pytest.raises(TypeError, match=r"`input` must be a torch\.Tensor or a sequence of \(a, b\) tensor pairs"):
+        MutualDistillationLoss()(a)
+    with pytest.raises(TypeError, match=r"`input` must be a torch\.Tensor, got numpy\.ndarray"):
+        mutual_distillation_loss(a, torch.zeros(2, 3))
+
+
+def test_distance_names_are_distinct_and_old_names_deprecated() -> None:
+    import hmdc_modules.functional.distillation as fd
+    import hmdc_modules.functional.matching as fm
+
+    assert fd.FEATURE_DISTANCES == ("mse", "l1", "smooth_l1")
+    assert fm.GRADIENT_DISTANCES == ("sse", "mse", "cosine", "dc")
+    with pytest.warns(DeprecationWarning, match="FEATURE_DISTANCES"):
+        assert fd.DISTANCES is fd.FEATURE_DISTANCES
+    with pytest.warns(DeprecationWarning, match="GRADIENT_DISTANCES"):
+        assert fm.DISTANCES is fm.GRADIENT_DISTANCES
+    with pytest.raises(ValueError, match=r"`distance` must be one of 'mse', 'l1', 'smooth_l1', got 'sse'"):
+        MutualDistillationLoss(distance="sse")

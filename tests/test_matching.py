@@ -696,3 +696,93 @@ def test_reexported_from_functional_package() -> None:
     assert functional.match_gradients is match_gradients
     assert functional.gradient_distance is gradient_distance
     assert functional.soft_cross_entropy is soft_cross_entropy
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Module-level checks (issue 14): ops without a second derivative, the argument names the caller used
+
+
+class HardNet(nn.Module):
+    """A MobileNetV3-like block: hardsigmoid has no second derivative in PyTorch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.gate = nn.Hardsigmoid()
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.gate(self.conv(x)).mean(dim=(2, 3)))
+
+
+def _batches(dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    torch.manual_seed(0)
+    return (
+        torch.randn(4, 3, 8, 8, dtype=dtype),
+        torch.tensor([0, 1, 2, 0]),
+        torch.randn(2, 3, 8, 8, dtype=dtype, requires_grad=True),
+        torch.tensor([1, 1]),
+    )
+
+
+def test_matcher_names_an_op_without_second_derivative_and_the_model() -> None:
+    real_x, real_t, syn_x, syn_t = _batches()
+    torch.manual_seed(0)
+    matcher = HeterogeneousGradientMatcher([TinyConv(), HardNet()])
+    with pytest.raises(ValueError, match=r"`models\[1\]` \(HardNet\) cannot be used.*aten::hardsigmoid_backward"):
+        matcher(real_x, real_t, syn_x, syn_t)
+    losses = [F.cross_entropy(m(real_x), real_t) for m in matcher.models]
+    syn_losses = [F.cross_entropy(m(syn_x), syn_t) for m in matcher.models]
+    with pytest.raises(ValueError, match=r"`models\[1\]` \(HardNet\).*synthetic_losses\[1\].*hardsigmoid_backward"):
+        matcher.match(losses, syn_losses)
+    # the functional form names its own argument
+    model = HardNet()
+    with pytest.raises(ValueError, match=r"model behind `parameters`.*`synthetic_loss`.*hardsigmoid_backward"):
+        match_gradients(
+            F.cross_entropy(model(real_x), real_t), F.cross_entropy(model(syn_x), syn_t), list(model.parameters())
+        )
+
+
+def test_second_derivative_check_runs_once_per_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    import hmdc_modules.functional.matching as functional_matching
+
+    calls: list[int] = []
+    original = functional_matching.first_op_without_second_derivative
+
+    def counting(gradients: Sequence[Tensor]) -> str | None:
+        calls.append(len(gradients))
+        return original(gradients)
+
+    monkeypatch.setattr(functional_matching, "first_op_without_second_derivative", counting)
+    real_x, real_t, syn_x, syn_t = _batches(torch.float64)
+    matcher = HeterogeneousGradientMatcher(make_models())
+    first = matcher(real_x, real_t, syn_x, syn_t)
+    assert len(calls) == 2  # one walk per model at the first call
+    second = matcher(real_x, real_t, syn_x, syn_t)
+    assert len(calls) == 2 and torch.equal(first, second)  # checked once; the numbers do not depend on it
+    first.sum().backward()  # and the checked graph really is twice differentiable
+    assert syn_x.grad is not None and torch.isfinite(syn_x.grad).all()
+
+
+def test_errors_name_the_argument_the_caller_passed() -> None:
+    real_x, real_t, syn_x, syn_t = _batches(torch.float64)
+    matcher = HeterogeneousGradientMatcher(make_models())
+    with pytest.raises(ValueError, match=r"`real_target` class indices must lie in \[0, 3\).* got 7"):
+        matcher(real_x, torch.tensor([0, 1, 7, 0]), syn_x, syn_t)
+    with pytest.raises(TypeError, match=r"`synthetic_target` of shape \(2,\) holds class indices"):
+        matcher(real_x, real_t, syn_x, torch.tensor([1.0, 1.0]))
+    with pytest.raises(ValueError, match=r"`real_target` probabilities must have the shape of `logits of models\[0\]"):
+        matcher(real_x, torch.ones(4, 5, dtype=torch.float64) / 5, syn_x, syn_t)
+
+
+def test_adapter_input_errors_name_the_matcher_argument() -> None:
+    from hmdc_modules.adapters import CNNAdapter
+    from hmdc_modules.condensation import ConvNet
+
+    matcher = HeterogeneousGradientMatcher([CNNAdapter(ConvNet(num_classes=3, width=4))])
+    real_x, real_t = torch.randn(2, 3, 32, 32), torch.tensor([0, 1])
+    syn_x = torch.randn(2, 3, 32, 32, dtype=torch.float64, requires_grad=True)
+    with pytest.raises(TypeError, match=r"`synthetic_x` does not suit `models\[0\]` \(CNNAdapter\): `x` has dtype "):
+        matcher(real_x, real_t, syn_x, real_t)
+    with pytest.raises(ValueError, match=r"`real_x` does not suit `models\[0\]`.*`x` has 1 channels"):
+        matcher(real_x[:, :1], real_t, syn_x.float(), real_t)
