@@ -94,3 +94,84 @@ def test_metrics_plot_and_its_errors(tmp_path: Path) -> None:
         plot_metrics(csv_path, tmp_path / "x.png", columns=[])
     with pytest.raises(FileNotFoundError, match="`metrics_csv`"):
         plot_metrics(tmp_path / "missing.csv", tmp_path / "x.png", columns=["md"])
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Readable figures (#14): class names on the grid, decoded images of at least 32 px, integer ticks, log weights
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def test_grid_decodes_multi_formation_to_32_px_and_labels_rows(tmp_path: Path) -> None:
+    from hmdc_modules.condensation import CIFAR10_CLASSES
+
+    packed = torch.rand(10, 2, 3, 32, 32)  # 10 classes, 2 stored images each, factor 2
+    plain = Image.open(save_image_grid(packed, tmp_path / "plain.png", factor=2))
+    assert plain.size == (8 * 32 + 9 * 2, 10 * 32 + 11 * 2)  # 8 decoded 32-px images per class row
+    labelled = Image.open(save_image_grid(packed, tmp_path / "g.png", factor=2, class_names=CIFAR10_CLASSES))
+    margin = labelled.size[0] - plain.size[0]
+    assert labelled.size[1] == plain.size[1] and margin > 20
+    left = np.asarray(labelled.convert("L"))[:, :margin]
+    for row in range(10):  # every row's label is drawn in its own band
+        band = left[2 + row * 34 : 2 + row * 34 + 32]
+        assert int(band.min()) < 128, f"no label drawn for row {row}"
+    assert np.array_equal(np.asarray(labelled.convert("RGB"))[:, margin:], np.asarray(plain.convert("RGB")))
+
+
+def test_grid_enlarges_small_decoded_tiles(tmp_path: Path) -> None:
+    path = save_image_grid(torch.rand(1, 1, 3, 8, 8), tmp_path / "g.png", factor=2)  # 4 tiles of 8 px
+    assert Image.open(path).size == (4 * 32 + 5 * 2, 32 + 2 * 2)
+
+
+def test_grid_class_names_must_match_the_rows(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"`class_names` must hold one str per grid row \(3\)"):
+        save_image_grid(torch.rand(3, 1, 3, 8, 8), tmp_path / "g.png", class_names=["a", "b"])
+    with pytest.raises(ValueError, match="divisible by `factor`=3"):
+        save_image_grid(torch.rand(3, 1, 3, 8, 8), tmp_path / "g.png", factor=3)
+    assert not (tmp_path / "g.png").exists()
+
+
+def _capture_figures(monkeypatch: pytest.MonkeyPatch) -> list:
+    from hmdc_modules.condensation import io as kit_io
+    from hmdc_modules.condensation import plots
+
+    figures: list = []
+
+    def keep(figure, path, **kwargs):
+        figures.append(figure)
+        return kit_io.save_figure(figure, path, **kwargs)
+
+    monkeypatch.setattr(plots, "save_figure", keep)
+    return figures
+
+
+def _xticks_after_drawing(figure) -> list[list[float]]:
+    figure.canvas.draw()
+    return [[float(t) for t in ax.get_xticks()] for ax in figure.axes]
+
+
+def test_balancer_plot_has_integer_rounds_and_log_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    figures = _capture_figures(monkeypatch)
+    history = {
+        "group": torch.tensor([0, 1, 0, 1, 0, 1]),
+        "magnitudes": torch.tensor([[1e-3, 2.0]] * 6),
+        "weights": torch.tensor([[1e-3, 0.5]] * 6),
+    }
+    plot_balancer_history(history, tmp_path / "b.png", loss_names=["gm", "md"])
+    (figure,) = figures
+    for ax, ticks in zip(figure.axes, _xticks_after_drawing(figure), strict=True):
+        assert ax.get_yscale() == "log"
+        assert ticks and all(t.is_integer() for t in ticks), ticks
+    with pytest.raises(ValueError, match="`loss_names` must hold one name per loss"):
+        plot_balancer_history(history, tmp_path / "c.png", loss_names=["gm"])
+
+
+def test_metrics_plot_has_integer_steps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    figures = _capture_figures(monkeypatch)
+    csv_path = tmp_path / "metrics.csv"
+    csv_path.write_text("global_step,loss\n0,2.0\n1,1.0\n2,0.5\n")
+    plot_metrics(csv_path, tmp_path / "losses.png", columns=["loss"])
+    (ticks,) = _xticks_after_drawing(figures[0])
+    assert ticks and all(t.is_integer() for t in ticks), ticks
+    csv_path.write_text("global_step,loss\n0,2.0\nnot-a-number,1.0\n")
+    with pytest.raises(ValueError, match=r"'global_step' of metrics\.csv holds a value that is not a number"):
+        plot_metrics(csv_path, tmp_path / "x.png", columns=["loss"])

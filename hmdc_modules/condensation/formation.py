@@ -8,8 +8,7 @@ tile back to the training size, and every tile inherits the stored image's label
 Layout, for a stored batch of $N$ images and tile $(r, c)$ (row $r$, column $c$, both in $[0, f)$):
 
 - [`encode_formation`][hmdc_modules.condensation.formation.encode_formation] puts input image $(r f + c) N + j$ into
-  tile
-  $(r, c)$ of stored image $j$. For $f = 2$: top-left $j$, top-right $j + N$, bottom-left $j + 2N$,
+  tile $(r, c)$ of stored image $j$. For $f = 2$: top-left $j$, top-right $j + N$, bottom-left $j + 2N$,
   bottom-right $j + 3N$.
 - [`decode_formation`][hmdc_modules.condensation.formation.decode_formation] emits tile $(r, c)$ of stored image $j$ at
   output index $(r f + c) N + j$ (row-major over tiles), so decoding lays tiles out exactly as encoding took
@@ -82,6 +81,7 @@ def encode_formation(images: Tensor, factor: int) -> Tensor:
         - output: $(N, C, H, W)$
 
     Examples:
+        >>> import torch
         >>> x = torch.rand(8, 3, 32, 32)
         >>> encode_formation(x, 2).shape
         torch.Size([2, 3, 32, 32])
@@ -137,6 +137,7 @@ def decode_formation(images: Tensor, factor: int, size: tuple[int, int] | None =
         - output: $(f^2 N, C, h', w')$ where $(h', w')$ = ``size`` (default $(H, W)$).
 
     Examples:
+        >>> import torch
         >>> s = torch.rand(2, 3, 32, 32, requires_grad=True)
         >>> decode_formation(s, 2).shape
         torch.Size([8, 3, 32, 32])
@@ -178,6 +179,7 @@ def decode_formation_labels(labels: Tensor, factor: int) -> Tensor:
         - output: $(f^2 N)$ or $(f^2 N, K)$
 
     Examples:
+        >>> import torch
         >>> decode_formation_labels(torch.tensor([3, 7]), 2)
         tensor([3, 7, 3, 7, 3, 7, 3, 7])
     """
