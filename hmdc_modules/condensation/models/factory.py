@@ -9,39 +9,9 @@ import torch
 from torch import nn
 
 from hmdc_modules._validation import check_positive_int, describe
+from hmdc_modules.adapters import disable_fused_attention
 
 __all__ = ["create_model", "disable_fused_attention", "load_weights"]
-
-
-def disable_fused_attention(model: nn.Module) -> int:
-    """Switch every timm attention block of ``model`` to the explicit (math) attention path.
-
-    Gradient matching differentiates through a gradient (double backward). PyTorch's fused
-    ``scaled_dot_product_attention`` kernels (flash and memory-efficient, on CPU and GPU) do not implement
-    the derivative of their backward pass, so a ViT used for matching must run the explicit
-    $\\mathrm{softmax}(QK^\\top/\\sqrt{d})V$ path. timm exposes this as the ``fused_attn`` attribute of its
-    attention modules; this sets it to ``False`` wherever it exists.
-
-    Args:
-        model: Any module; submodules with a boolean ``fused_attn`` attribute are switched.
-
-    Returns:
-        The number of attention modules switched.
-
-    Examples:
-        >>> import timm
-        >>> vit = timm.create_model("test_vit", num_classes=10, img_size=32, patch_size=4)
-        >>> disable_fused_attention(vit) > 0
-        True
-    """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"`model` must be an nn.Module, got {type(model).__name__}")
-    count = 0
-    for module in model.modules():
-        if isinstance(getattr(module, "fused_attn", None), bool):
-            module.fused_attn = False
-            count += 1
-    return count
 
 
 def load_weights(model: nn.Module, path: str | Path, *, skip_mismatched: bool = True) -> list[str]:
@@ -133,7 +103,7 @@ def create_model(
 
     With either, the classifier head is re-initialised for ``num_classes``: the backbone is pretrained, the head is
     new. Vision transformers get the explicit attention path (see
-    [`disable_fused_attention`][hmdc_modules.condensation.models.factory.disable_fused_attention]) so that gradient
+    [`disable_fused_attention`][hmdc_modules.adapters.timm.disable_fused_attention]) so that gradient
     matching can differentiate through them.
 
     Args:
