@@ -66,7 +66,7 @@ class AdapterOutput(NamedTuple):
 
 
 def logits_of(
-    output: Any, *, name: str = "the model's output", hint: str = "pass `output_fn` to extract them"
+    output: Any, *, name: str = "`output` (the model's output)", hint: str = "pass `output_fn` to extract them"
 ) -> Tensor:
     """Extract the logits from whatever a model returned: the library's one logits helper.
 
@@ -76,7 +76,7 @@ def logits_of(
 
     Args:
         output: Whatever the model's ``forward`` returned.
-        name: How error messages call ``output`` (e.g. ``"output of models[1] on real_x"``).
+        name: How error messages call ``output`` (e.g. ``"the output of models[1] on real_x"``).
         hint: What the error message advises when no logits are found.
 
     Returns:
@@ -94,7 +94,7 @@ def logits_of(
         >>> logits_of({"scores": torch.ones(1, 3)})  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        TypeError: cannot find the logits in the model's output (dict): expected a Tensor, ...
+        TypeError: cannot find the logits in `output` (the model's output) (dict): expected a Tensor, ...
     """
     if isinstance(output, Tensor):
         return output

@@ -33,7 +33,7 @@ _OBJECTIVE_HINT = "pass a custom `objective` for other outputs"
 
 def _default_objective(index: int, output: Any, target: Tensor) -> Tensor:
     """Mean soft-target cross entropy of the model's logits (hard or soft ``target``)."""
-    logits = logits_of(output, name=f"the output of models[{index}]", hint=_OBJECTIVE_HINT)
+    logits = logits_of(output, name=f"the output of `models[{index}]`", hint=_OBJECTIVE_HINT)
     return _soft_cross_entropy(logits, target, logits_name=f"logits of models[{index}]")
 
 
@@ -355,7 +355,7 @@ class HeterogeneousGradientMatcher(nn.Module):
         if self._custom_objective:
             return self.objective(m, output, target)
         where = f"models[{m}] on {batch}_x"
-        logits = logits_of(output, name=f"the output of {where}", hint=_OBJECTIVE_HINT)
+        logits = logits_of(output, name=f"the output of `{where}`", hint=_OBJECTIVE_HINT)
         return _soft_cross_entropy(logits, target, logits_name=f"logits of {where}", target_name=f"{batch}_target")
 
     def match(
