@@ -400,7 +400,8 @@ def _write_logs(out: Path, history: list[dict[str, Any]], status: str, extra: di
 
     if history:
         buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=list(history[0]), lineterminator="\n")
+        fields = list(dict.fromkeys(key for row in history for key in row))  # rows of older runs may lack a column
+        writer = csv.DictWriter(buffer, fieldnames=fields, restval="", lineterminator="\n")
         writer.writeheader()
         writer.writerows(history)
         atomic_write_text(out / "log.csv", buffer.getvalue())
@@ -552,7 +553,7 @@ def pretrain(cfg: PretrainConfig) -> Path:
         )
 
     def finish_epoch(epoch: int, seconds: float, pending: float, loss_sum: float, correct: int, seen: int) -> None:
-        nonlocal elapsed
+        nonlocal elapsed, cpu_started
         test_started = time.perf_counter()
         test_loss, test_accuracy = _evaluate(model, data, mean, std, cfg, device)
         test_seconds = time.perf_counter() - test_started
@@ -567,17 +568,23 @@ def pretrain(cfg: PretrainConfig) -> Path:
             "lr": optimizer.param_groups[0]["lr"],
             "train_seconds": round(seconds, 2),
             "test_seconds": round(test_seconds, 2),
+            "cpu_seconds": round(time.process_time() - cpu_started, 2),
             "elapsed_seconds": round(elapsed, 2),
         }
+        cpu_started = time.process_time()
         history.append(row)
         checkpoint()
         _write_logs(out, history, "running", {"model": cfg.model, "data": data.description})
         print(
             f"epoch {epoch + 1}/{cfg.epochs}: train loss {row['train_loss']:.3f} acc {row['train_accuracy']:.3f}, "
-            f"test loss {test_loss:.3f} acc {test_accuracy:.4f}, {seconds + test_seconds:.0f} s",
+            f"test loss {test_loss:.3f} acc {test_accuracy:.4f}, {seconds + test_seconds:.0f} s "
+            f"({row['cpu_seconds']:.0f} s CPU)",
             flush=True,
         )
 
+    cpu_started = time.process_time()  # CPU time of this process: the cost of an epoch on a shared machine
+    if mode == "resume":
+        _write_logs(out, history, "running", {"model": cfg.model, "data": data.description})
     if len(history) < step // steps_per_epoch:  # interrupted between an epoch's last step and its evaluation
         finish_epoch(step // steps_per_epoch - 1, 0.0, 0.0, 0.0, 0, 0)
     interactive = sys.stderr.isatty()
