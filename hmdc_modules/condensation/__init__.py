@@ -37,7 +37,13 @@ from hmdc_modules.condensation.models import ConvNet, create_model, disable_fuse
 from hmdc_modules.condensation.normalization import denormalize, normalize
 from hmdc_modules.condensation.plots import plot_balancer_history, plot_metrics, save_image_grid
 from hmdc_modules.condensation.seeding import SEED_MODULUS, derive_seed
-from hmdc_modules.condensation.selection import KMeansResult, kmeans, nearest_to_centroids, select_representatives
+from hmdc_modules.condensation.selection import (
+    KMeansResult,
+    embed,
+    kmeans,
+    nearest_to_centroids,
+    select_representatives,
+)
 from hmdc_modules.condensation.synthetic import (
     SyntheticSet,
     SyntheticSetError,
@@ -75,6 +81,7 @@ __all__ = [
     "denormalize",
     "derive_seed",
     "disable_fused_attention",
+    "embed",
     "encode_formation",
     "kmeans",
     "load_checkpoint",
