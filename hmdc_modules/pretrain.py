@@ -418,10 +418,12 @@ def _check_run_folder(cfg: PretrainConfig) -> str:
     if out.exists() and not out.is_dir():
         raise RunFolderError(f"`--out`: {str(out)!r} exists and is not a folder")
     present = [name for name in _FILES if (out / name).exists()]
-    if not present:
+    checkpointed = any(name.startswith("checkpoint") or name == "weights.pt" for name in present)
+    if not checkpointed:
         if cfg.resume:
             raise RunFolderError(f"`--resume`: {str(out)!r} holds no run to resume (no checkpoint.pt)")
-        return "new"
+        # Nothing to lose: at most the config of a run stopped before its first checkpoint.
+        return "overwrite" if present else "new"
     finished = (out / "weights.pt").is_file()
     if cfg.overwrite:
         return "overwrite"

@@ -117,6 +117,15 @@ def test_an_interrupted_run_resumes_to_the_same_weights(
     assert [row["epoch"] for row in csv.DictReader((out / "log.csv").open())] == ["1", "2"]
 
 
+def test_a_run_stopped_before_its_first_checkpoint_starts_afresh(colours: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.json").write_text("{}")  # what a run killed while loading its data leaves
+    assert _run(colours, out, "--epochs", "1", "--resume") == 2  # nothing to resume
+    assert _run(colours, out, "--epochs", "1") == 0
+    assert json.loads((out / "config.json").read_text())["model"] == "test_vit"
+
+
 def test_subset_p_of_a_cifar10_tree_trains_on_half_of_each_class(tmp_path: Path) -> None:
     data = _folder(tmp_path / "cifar", CIFAR10_CLASSES, train=4, test=1, side=32)
     out = tmp_path / "run"
