@@ -4,7 +4,7 @@
 scratch and writes ``weights.pt``, a library weights file that ``create_model(name, weights=...)``, the example's
 ``--weights-b`` and the evaluation's pretrained (``_ft``) pool entries read: on a machine without the Hugging Face
 hub this is the stand-in for ImageNet weights. Protocol v2 pretrains on the ``P`` half of CIFAR-10 train
-(``--subset P``, see [splits][hmdc_modules.condensation.splits]) and condenses from the other half.
+(``--subset P``, see [`pc_split`][hmdc_modules.condensation.splits.pc_split]) and condenses from the other half.
 
 The recipe: SGD with Nesterov momentum 0.9 (learning rate 0.1, weight decay 5e-4) for convolutional networks, AdamW
 (1e-3, weight decay 0.05) for vision transformers, a linear warm-up then a cosine schedule per step, label smoothing

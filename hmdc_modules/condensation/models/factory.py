@@ -88,7 +88,7 @@ def create_model(
 ) -> nn.Module:
     """Create a classifier by name, ``"convnet"`` (the library's ConvNet-3) or any timm model, optionally pretrained.
 
-    Weights come from one of (see [pretrained][hmdc_modules.condensation.models.pretrained]):
+    Weights come from one of:
 
     - ``pretrained=True`` or a timm tag: timm's own loader and cache (the Hugging Face hub). Offline, or where the
       hub cannot be reached, this raises
