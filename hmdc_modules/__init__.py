@@ -1,6 +1,7 @@
 """hmdc_modules: Heterogeneous Model Dataset Condensation (HMDC, ECCV 2024) as composable PyTorch modules.
 
-The top level holds the method: the four modules, the adapters and feature types, and the functional forms. The
+The top level holds the method: the four modules, the per-class objective that composes them, the adapters and
+feature types, and the functional forms. The
 condensation kit (augmentation, formation, selection, models, datasets, I/O, plots) lives in
 [`hmdc_modules.condensation`][hmdc_modules.condensation], the evaluation suite in
 [`hmdc_modules.evaluation`][hmdc_modules.evaluation].
@@ -19,11 +20,12 @@ from hmdc_modules.adapters import (
     TorchvisionAdapter,
     ViTAdapter,
     auto_adapter,
+    disable_fused_attention,
 )
 from hmdc_modules.balancer import BalancerRecord, GradientBalancer
 from hmdc_modules.decomposition import SpatialSemanticDecomposer
 from hmdc_modules.distillation import MutualDistillationLoss
-from hmdc_modules.features import AdapterOutput, FeatureMap, FeatureSpec
+from hmdc_modules.features import AdapterOutput, FeatureMap, FeatureSpec, logits_of
 from hmdc_modules.functional import (
     balance_weights,
     gradient_distance,
@@ -33,6 +35,7 @@ from hmdc_modules.functional import (
     soft_cross_entropy,
 )
 from hmdc_modules.matching import HeterogeneousGradientMatcher
+from hmdc_modules.objective import HMDCObjective, NonFiniteLossError, ObjectiveStep, hmdc_losses
 
 try:
     __version__ = _version("hmdc_modules")
@@ -47,9 +50,12 @@ __all__ = [
     "FeatureMap",
     "FeatureSpec",
     "GradientBalancer",
+    "HMDCObjective",
     "HeterogeneousGradientMatcher",
     "HookAdapter",
     "MutualDistillationLoss",
+    "NonFiniteLossError",
+    "ObjectiveStep",
     "SpatialSemanticDecomposer",
     "TimmAdapter",
     "TorchvisionAdapter",
@@ -57,7 +63,10 @@ __all__ = [
     "__version__",
     "auto_adapter",
     "balance_weights",
+    "disable_fused_attention",
     "gradient_distance",
+    "hmdc_losses",
+    "logits_of",
     "match_gradients",
     "mutual_distillation_loss",
     "normalize_image_gradients",
