@@ -15,6 +15,7 @@ from safetensors.torch import save_file
 from hmdc_modules.condensation.models import (
     ConvNet,
     PretrainedWeightsUnavailable,
+    check_pretrained_available,
     create_model,
     head_parameter_names,
     read_weights_info,
@@ -249,3 +250,12 @@ def test_convnet_has_no_hub_weights(network: _Network) -> None:
 def test_unavailable_message_is_trimmed_to_one_line() -> None:
     error = pretrained_module.unavailable("x.y", "line one\nline two " + "z" * 400)
     assert "\n" not in str(error) and "..." in str(error)
+
+
+def test_availability_check_before_building(network: _Network, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(PretrainedWeightsUnavailable, match=r"'test_resnet\.r160_in1k' are unavailable"):
+        check_pretrained_available("test_resnet", True)
+    file = _hub_cache_entry(tmp_path / "hf-cache", "timm/test_resnet.r160_in1k", {"x": torch.zeros(1)})
+    assert check_pretrained_available("test_resnet", "r160_in1k") == str(file)
+    assert network.probes == [] and network.downloads == []

@@ -135,10 +135,9 @@ def create_model(
         torch.Size([2, 10])
     """
     from hmdc_modules.condensation.models.pretrained import (
-        _cached_hub_file,
         _info,
         _read_library_file,
-        hub_unreachable_reason,
+        check_pretrained_available,
         load_library_weights,
         reset_head,
         resolve_pretrained_tag,
@@ -213,13 +212,10 @@ def create_model(
 
     if pretrained is not None:
         tag = resolve_pretrained_tag(name, pretrained)
-        cached = _cached_hub_file(tag)
+        cached = check_pretrained_available(tag, True)
         if cached is not None:
             model = _timm_from_file(tag, cached, kwargs, what=f"cached weights {tag!r}")
         else:
-            reason = hub_unreachable_reason(tag)
-            if reason is not None:
-                raise unavailable(tag, reason)
             try:
                 model = timm.create_model(tag, pretrained=True, **kwargs)
             except OSError as error:  # connection, HTTP and hub errors all derive from OSError

@@ -38,6 +38,7 @@ __all__ = [
     "WEIGHTS_FORMAT",
     "PretrainedWeightsUnavailable",
     "WeightsInfo",
+    "check_pretrained_available",
     "head_parameter_names",
     "hub_unreachable_reason",
     "read_weights_info",
@@ -285,6 +286,36 @@ def unavailable(tag: str, reason: str) -> PretrainedWeightsUnavailable:
         f"a file written by `python -m hmdc_modules.pretrain`, or timm's model file for {tag!r} copied from a "
         "connected machine"
     )
+
+
+def check_pretrained_available(name: str, pretrained: bool | str) -> str | None:
+    """Check, before building anything, that timm weights can be obtained here; return their cached file if any.
+
+    For a command line that must stop before writing anything when the weights are out of reach: resolves the tag,
+    looks in the local cache, and otherwise probes the hub once (see
+    [`hub_unreachable_reason`][hmdc_modules.condensation.models.pretrained.hub_unreachable_reason]). Nothing is
+    downloaded.
+
+    Args:
+        name: The timm architecture.
+        pretrained: ``True`` or a tag, as for [`create_model`][hmdc_modules.condensation.models.factory.create_model].
+
+    Returns:
+        The path of the cached weights file, or ``None`` when they are not cached but the hub seems reachable.
+
+    Raises:
+        PretrainedWeightsUnavailable: If they are not cached and the hub cannot be reached (one line).
+        ValueError: If timm knows no such weights.
+        TypeError: If ``pretrained`` is neither ``True`` nor a string.
+    """
+    tag = resolve_pretrained_tag(name, pretrained)
+    cached = _cached_hub_file(tag)
+    if cached is not None:
+        return cached
+    reason = hub_unreachable_reason(tag)
+    if reason is not None:
+        raise unavailable(tag, reason)
+    return None
 
 
 def save_weights_file(
