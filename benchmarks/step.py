@@ -7,8 +7,9 @@
 A class-step is what one class costs in one image update of examples/hmdc_cifar10.py: augmentation and cutmix of
 the real and the synthetic batch, one forward pass of each batch per model, gradient matching on each model, the
 matched mutual-distillation term, and the gradient balancer's backward pass to the synthetic images (plus the
-per-image gradient normalisation). It runs the example's own `class_losses`, so what is measured is what the
-example runs. Everything is measured in this one process, in this order:
+per-image gradient normalisation). It runs the library's `HMDCObjective` (the objective the example imports) with
+the example's augmentation, so what is measured is what the example runs. Everything is measured in this one
+process, in this order:
 
 1. the float32 matmul peak (2048 x 2048, best of several; the threads torch uses),
 2. per shape: FLOPs of a plain and a sampling class-step (torch.utils.flop_counter.FlopCounterMode: matmul,
@@ -30,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import importlib.util
 import json
 import os
 import statistics
@@ -40,7 +40,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import torch
@@ -51,11 +50,14 @@ from hmdc_modules import (
     FeatureMap,
     GradientBalancer,
     MutualDistillationLoss,
+    SpatialSemanticDecomposer,
+    auto_adapter,
     normalize_image_gradients,
     soft_cross_entropy,
 )
-from hmdc_modules.condensation import DifferentiableAugment, decode_formation
+from hmdc_modules.condensation import DifferentiableAugment, create_model, cutmix, decode_formation
 from hmdc_modules.functional import gradient_distance
+from hmdc_modules.objective import HMDCObjective
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -70,13 +72,36 @@ SHAPES: dict[str, dict[str, Any]] = {
 REFERENCE = {"paper_plain_gflop": 3208.5, "paper_sampling_gflop": 4103.8, "plain_s": 23.6, "sampling_s": 36.0}
 
 
-def load_example() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("hmdc_cifar10_example", REPO / "examples" / "hmdc_cifar10.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+@dataclass(frozen=True)
+class Shape:
+    """The settings of one class-step (the example's flags of the same names)."""
+
+    ipc: int
+    factor: int
+    batch_real: int
+    image_size_b: int
+    patch_size_b: int
+    model_a: str = "convnet"
+    model_b: str = "vit_tiny_patch16_224"
+    distance: str = "sse"
+    num_classes: int = 10
+
+
+def augment_pair(shape: Shape, augment: DifferentiableAugment, x: Tensor, y: Tensor, seed: int, salt: int):
+    """The example's shared-seed augmentation (one draw for the real and the synthetic batch), then cutmix."""
+    x = augment(x, seed=seed)
+    return cutmix(x, y, shape.num_classes, p=0.5, generator=torch.Generator().manual_seed(seed + salt))
+
+
+def build_objective(shape: Shape, device: torch.device, balancer: GradientBalancer | None) -> HMDCObjective:
+    """ConvNet-3 and model B behind adapters, the decomposer and the matcher, as the example builds them."""
+    adapters = []
+    for name, size, patch in ((shape.model_a, 32, None), (shape.model_b, shape.image_size_b, shape.patch_size_b)):
+        model = create_model(name, shape.num_classes, image_size=size, patch_size=patch).to(device)
+        adapters.append(auto_adapter(model, input_size=size if size != 32 else None))
+    decomposer = SpatialSemanticDecomposer(adapters, image_size=32).to(device)
+    return HMDCObjective(adapters, decomposer=decomposer, balancer=balancer, distance=shape.distance,
+                         model_names=["a", "b"])  # fmt: skip
 
 
 def synchronize(device: torch.device) -> None:
@@ -144,9 +169,8 @@ class Bench:
     """The objects of one class-step at one shape."""
 
     name: str
-    cfg: Any
-    nets: Any
-    example: ModuleType
+    cfg: Shape
+    nets: HMDCObjective
     device: torch.device
     real_x: Tensor
     real_y: Tensor
@@ -156,20 +180,16 @@ class Bench:
     balancer: GradientBalancer | None = None
 
     @classmethod
-    def build(cls, name: str, example: ModuleType, device: torch.device) -> Bench:
-        shape = SHAPES[name]
-        argv = ["--preset", "cpu", "--device", str(device), "--quiet"]
-        for key, value in shape.items():
-            argv += ["--" + key.replace("_", "-"), str(value)]
-        cfg = example.parse_config(argv)
+    def build(cls, name: str, device: torch.device) -> Bench:
+        cfg = Shape(**SHAPES[name])
         torch.manual_seed(0)
-        nets = example.build_networks(cfg, device, 0)
+        names = ("gm_a", "gm_b", "md")
+        balancer = GradientBalancer(len(names), num_groups=1, interval=10, loss_names=names).to(device)
+        nets = build_objective(cfg, device, balancer)
         real_x = torch.randn(cfg.batch_real, 3, 32, 32, device=device)
         real_y = torch.zeros(cfg.batch_real, dtype=torch.long, device=device)
         syn = torch.randn(cfg.ipc, 3, 32, 32, device=device).requires_grad_(True)
-        names = example.loss_names(cfg)
-        balancer = GradientBalancer(len(names), num_groups=1, interval=10, loss_names=names).to(device)
-        bench = cls(name, cfg, nets, example, device, real_x, real_y, syn, balancer=balancer)
+        bench = cls(name, cfg, nets, device, real_x, real_y, syn, balancer=balancer)
         bench.augment = bench.augment.to(device)
         return bench
 
@@ -180,12 +200,12 @@ class Bench:
         return syn_x, torch.zeros(syn_x.shape[0], dtype=torch.long, device=self.device)
 
     def ours(self, sample: bool) -> None:
-        """The example's class-step: its `class_losses`, then the balancer's backward and the normalisation."""
+        """The example's class-step: augmentation, the objective's losses, the balancer's backward, normalisation."""
         self.syn.grad = None
         syn_x, syn_y = self.syn_batch()
-        losses = self.example.class_losses(
-            self.cfg, self.nets, self.augment, self.distill, self.real_x, self.real_y, syn_x, syn_y, seed=7
-        )
+        xr, tr = augment_pair(self.cfg, self.augment, self.real_x, self.real_y, 7, salt=1)
+        xs, ts = augment_pair(self.cfg, self.augment, syn_x, syn_y, 7, salt=2)
+        losses = self.nets.losses(xr, tr, xs, ts)
         assert self.balancer is not None
         self.balancer.backward(losses, self.syn, group=0, sample=sample)
         self.syn.grad.copy_(normalize_image_gradients(self.syn.grad))
@@ -198,8 +218,8 @@ class Bench:
         cfg, nets, seed = self.cfg, self.nets, 7
         self.syn.grad = None
         syn_x, syn_y = self.syn_batch()
-        xr, tr = self.example.augment_pair(cfg, self.augment, self.real_x, self.real_y, seed, salt=1)
-        xs, ts = self.example.augment_pair(cfg, self.augment, syn_x, syn_y, seed, salt=2)
+        xr, tr = augment_pair(cfg, self.augment, self.real_x, self.real_y, seed, salt=1)
+        xs, ts = augment_pair(cfg, self.augment, syn_x, syn_y, seed, salt=2)
         losses = []
         for m, adapter in enumerate(nets.adapters):  # gradient matching: its own forward passes
             ce_r = soft_cross_entropy(adapter(xr).logits, tr)
@@ -225,7 +245,7 @@ class Bench:
         - synthetic gradients: the same on the synthetic batch, with their graph (``create_graph=True``);
         - image backward: the balanced total's backward pass to the stored synthetic images only.
         """
-        cfg, nets, example = self.cfg, self.nets, self.example
+        cfg, nets = self.cfg, self.nets
         flops: dict[str, float] = {}
 
         def counted(name: str, fn: Callable[[], Any]) -> Any:
@@ -236,8 +256,8 @@ class Bench:
 
         self.syn.grad = None
         syn_x, syn_y = self.syn_batch()
-        xr, tr = example.augment_pair(cfg, self.augment, self.real_x, self.real_y, 7, salt=1)
-        xs, ts = example.augment_pair(cfg, self.augment, syn_x, syn_y, 7, salt=2)
+        xr, tr = augment_pair(cfg, self.augment, self.real_x, self.real_y, 7, salt=1)
+        xs, ts = augment_pair(cfg, self.augment, syn_x, syn_y, 7, salt=2)
         params = [nets.matcher.parameters_of(m) for m in range(len(nets.adapters))]
 
         def losses(x: Tensor, t: Tensor) -> list[Tensor]:
@@ -292,8 +312,8 @@ class Bench:
         def augmentation() -> None:
             syn = self.syn.detach().requires_grad_(True)
             x = decode_formation(syn, cfg.factor).detach().requires_grad_(True)
-            self.example.augment_pair(cfg, self.augment, self.real_x, self.real_y, 7, salt=1)
-            xs, _ = self.example.augment_pair(cfg, self.augment, x, syn_y, 7, salt=2)
+            augment_pair(cfg, self.augment, self.real_x, self.real_y, 7, salt=1)
+            xs, _ = augment_pair(cfg, self.augment, x, syn_y, 7, salt=2)
             xs.sum().backward()
 
         def formation() -> None:
@@ -325,7 +345,7 @@ class Bench:
                 total = total + sum(g.square().sum() for g in grads if g is not None)
             total.backward()
 
-        names = self.example.loss_names(cfg)
+        names = nets.loss_names
         scales = [10.0**k for k in range(len(names))]
 
         def balancer() -> None:
@@ -447,10 +467,9 @@ def main(argv: list[str] | None = None) -> int:
     def log(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
-    example = load_example()
     peak = matmul_peak(device)
     log(f"matmul peak: {peak / 1e9:.1f} GFLOP/s")
-    results = [measure(Bench.build(name, example, device), peak, args.repeats, log) for name in shapes]
+    results = [measure(Bench.build(name, device), peak, args.repeats, log) for name in shapes]
     text = report(peak, results, device)
     print(text)
     if args.json:

@@ -45,6 +45,7 @@ __all__ = [
     "broadcast_object",
     "first_line",
     "init_distributed",
+    "on_main",
     "owned_indices",
     "resolve_device",
     "run_guarded",
@@ -238,6 +239,41 @@ def broadcast_object(obj: T, ctx: DistributedContext, src: int = 0) -> T:
     box: list[Any] = [obj if ctx.rank == src else None]
     dist.broadcast_object_list(box, src=src)
     return box[0]
+
+
+def on_main(fn: Callable[[], T], ctx: DistributedContext, *, errors: tuple[type[Exception], ...] = (Exception,)) -> T:
+    """Call ``fn`` on rank 0 only and give every rank its result, or make every rank raise the error it raised.
+
+    For what only rank 0's machine can read (a checkpoint in the run folder): the other ranks need neither the file
+    nor a second read. An error of one of the types in ``errors`` is re-raised on every rank as the same type with
+    the same message, so every rank fails the same way; other errors propagate on rank 0 only (the other ranks then
+    fail in the collective).
+
+    Args:
+        fn: Called without arguments on rank 0; its result must be picklable.
+        ctx: The context.
+        errors: The exception types to hand to every rank (each must accept a single message argument).
+
+    Returns:
+        ``fn()``'s result, on every rank.
+
+    Examples:
+        >>> on_main(lambda: 41 + 1, init_distributed("cpu"))
+        42
+    """
+    outcome: tuple[bool, Any] = (True, None)
+    if ctx.is_main:
+        try:
+            outcome = (True, fn())
+        except errors as error:
+            outcome = (False, (type(error), str(error)))
+    if ctx.enabled:
+        outcome = broadcast_object(outcome, ctx)
+    ok, value = outcome
+    if not ok:
+        kind, message = value
+        raise kind(message)
+    return value
 
 
 def barrier(ctx: DistributedContext) -> None:

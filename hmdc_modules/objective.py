@@ -342,6 +342,52 @@ class HMDCObjective(nn.Module):
         weights = self.weights(group) if self.balancer is not None else torch.ones(len(losses))
         return ObjectiveStep(tuple(values), tuple(float(w) for w in weights.tolist()), float(total))
 
+    def training_loss(self, x: Tensor, target: Tensor) -> Tensor:
+        r"""The models' training loss on real data (method §4.2): $\sum_m CE(f_m(x), t) + D_{MD}(x)$.
+
+        One forward pass per model; the distillation term (when there is a decomposer) reaches every model, the
+        projections and the matching matrix.
+
+        Args:
+            x: A (augmented) real batch.
+            target: Its class indices or soft targets.
+
+        Returns:
+            The scalar loss, with its graph.
+
+        Examples:
+            >>> from hmdc_modules import CNNAdapter
+            >>> from hmdc_modules.condensation import ConvNet
+            >>> objective = HMDCObjective([CNNAdapter(ConvNet(num_classes=2, width=4))])
+            >>> objective.training_loss(torch.randn(3, 3, 32, 32), torch.tensor([0, 1, 1])).shape
+            torch.Size([])
+        """
+        outs = [adapter(x) for adapter in self.matcher.models]
+        loss = sum(soft_cross_entropy(o.logits, target) for o in outs)
+        if self.decomposer is not None and self.distillation is not None:
+            loss = loss + self.distillation(self.decomposer([o.features for o in outs]))
+        return loss  # type: ignore[return-value]
+
+    def alignment_loss(self, x: Tensor) -> Tensor:
+        r"""The decomposer's training loss (method §4.3): $D_{MD}(x)$ on the models' features, computed without grad.
+
+        Only the projections and the layer-matching matrix receive its gradient; the models are constants here.
+
+        Args:
+            x: A real batch.
+
+        Returns:
+            The scalar loss.
+
+        Raises:
+            ValueError: If the objective has no decomposer.
+        """
+        if self.decomposer is None or self.distillation is None:
+            raise ValueError("alignment_loss needs a decomposer: this objective has no distillation term")
+        with torch.no_grad():
+            features = [adapter(x).features for adapter in self.matcher.models]
+        return self.distillation(self.decomposer(features))
+
     def extra_repr(self) -> str:
         """The loss names."""
         return f"loss_names={self._loss_names}"

@@ -1,17 +1,21 @@
-"""The reference run, examples/hmdc_cifar10.py, at a tiny size on generated data."""
+"""The reference run, examples/hmdc_cifar10.py, at a tiny size on generated data, always as a separate process.
+
+Where a test must look inside a run (a NaN injected, the models each outer iteration), a small driver process
+wraps a library function and then runs the example as ``__main__`` (``runpy``), exactly as ``python`` does.
+"""
 
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 import torch
@@ -26,257 +30,382 @@ TINY = [
     "--model-steps", "1", "--projection-steps", "1", "--batch-real", "4", "--batch-train", "8",
     "--select-every", "1", "--balance-interval", "1", "--model-b", "test_vit", "--real-per-class", "0", "--quiet",
 ]  # fmt: skip
+RESUMABLE = [*TINY, "--iterations", "3", "--init", "real"]
 
 
-def load_example() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("hmdc_cifar10_example", EXAMPLE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+def env() -> dict[str, str]:  # two runs at once on two cores; never the network
+    return dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1")
+
+
+def start(args: list[str], driver: str | None = None) -> subprocess.Popen:
+    """The example as its own process; with ``driver``, that code runs first in the process (it may wrap library
+    functions), then the example runs as ``__main__``."""
+    if driver is None:
+        command = [sys.executable, str(EXAMPLE), *args]
+    else:
+        code = f"{textwrap.dedent(driver)}\nimport runpy, sys\nsys.argv = [{str(EXAMPLE)!r}, *sys.argv[1:]]\n"
+        command = [sys.executable, "-c", code + f"runpy.run_path({str(EXAMPLE)!r}, run_name='__main__')", *args]
+    return subprocess.Popen(command, env=env(), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish(proc: subprocess.Popen, code: int = 0, timeout: float = 600) -> tuple[str, str]:
+    out, err = proc.communicate(timeout=timeout)
+    assert proc.returncode == code, f"exit {proc.returncode}\n{out}\n{err}"
+    return out, err
+
+
+def run(args: list[str], code: int = 0, driver: str | None = None) -> tuple[str, str]:
+    return finish(start(args, driver), code)
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if "error:" in line]
+
+
+# ----------------------------------------------------------------------------------------------- a finished run
 
 
 @pytest.fixture(scope="module")
-def example() -> ModuleType:
-    return load_example()
+def finished(fake_cifar: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("finished") / "run"
+    run([*TINY, "--init", "real", "--data-root", str(fake_cifar), "--out", str(out)])
+    return out
 
 
-def run_subprocess(args: list[str], **kwargs) -> subprocess.Popen:
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")  # two runs at once on two cores
-    return subprocess.Popen(
-        [sys.executable, str(EXAMPLE), *args],
-        env=env,
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        **kwargs,
-    )
-
-
-def test_tiny_run_writes_every_artefact(example: ModuleType, fake_cifar: Path, tmp_path: Path) -> None:
-    out = tmp_path / "run"
-    assert example.main([*TINY, "--data-root", str(fake_cifar), "--out", str(out)]) == 0
+def test_tiny_run_writes_every_artefact(finished: Path) -> None:
     artefacts = ("config.json", "synthetic.pt", "grid.png", "balancer.png", "losses.png", "metrics.csv")
-    for name in (*artefacts, "checkpoint.pt"):
-        assert (out / name).is_file(), name
-    config = json.loads((out / "config.json").read_text())
-    assert config["ipc"] == 1 and config["model_b"] == "test_vit"
-    with (out / "metrics.csv").open() as f:
+    for name in (*artefacts, "checkpoint.pt", "checkpoint.prev.pt"):
+        assert (finished / name).is_file(), name
+    config = json.loads((finished / "config.json").read_text())
+    assert config["ipc"] == 1 and config["model_b"] == "test_vit" and "out" not in config  # a path is no setting
+    with (finished / "metrics.csv").open() as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 4  # 2 iterations x 2 image updates
-    for key in ("gm_a", "gm_b", "md", "w_gm_a", "w_gm_b", "w_md", "seconds", "model_loss", "projection_loss"):
-        assert key in rows[0], key
-        assert all(torch.isfinite(torch.tensor(float(r[key]))) for r in rows)
+    assert [r["global_step"] for r in rows] == ["0", "1", "2", "3"]  # 2 iterations x 2 image updates
+    for key in ("gm_a", "gm_b", "md", "w_gm_a", "w_gm_b", "w_md", "model_loss", "projection_loss"):
+        assert all(torch.isfinite(torch.tensor(float(r[key]))) for r in rows), key
     # balanced weights: the largest is exactly one in every class, so their class mean is at most one
     assert all(max(float(r["w_gm_a"]), float(r["w_gm_b"]), float(r["w_md"])) <= 1.0 + 1e-6 for r in rows)
+    assert load_checkpoint(finished / "checkpoint.prev.pt")["iteration"] == 1  # the previous checkpoint is kept
 
-    stored = read_synthetic_set(out / "synthetic.pt")
+    stored = read_synthetic_set(finished / "synthetic.pt")
     assert stored.iteration == 2 and stored.factor == 2 and stored.ipc == 1
-    assert stored.images.shape == (2, 3, 32, 32)
-    assert stored.labels.tolist() == [0, 1]
-    # the saved set loads back as decoded images and trains a model for a step
-    dataset = load_synthetic_set(out / "synthetic.pt")
-    x, y = dataset.tensors
+    assert stored.images.shape == (2, 3, 32, 32) and stored.labels.tolist() == [0, 1]
+    x, y = load_synthetic_set(finished / "synthetic.pt").tensors  # decoded: 4 images a stored one
     assert x.shape == (8, 3, 32, 32) and sorted(y.tolist()) == [0, 0, 0, 0, 1, 1, 1, 1]
     model = ConvNet(num_classes=10)
-    before = [p.detach().clone() for p in model.parameters()]
-    opt = torch.optim.SGD(model.parameters(), lr=0.01)
     loss = torch.nn.functional.cross_entropy(model(x), y)
     loss.backward()
-    opt.step()
-    assert torch.isfinite(loss)
-    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+    assert torch.isfinite(loss) and all(p.grad is not None for p in model.parameters())
 
 
-def test_images_change_and_stay_in_pixel_range(example: ModuleType, fake_cifar: Path, tmp_path: Path) -> None:
-    args = [*TINY, "--data-root", str(fake_cifar), "--init", "real"]
-    assert example.main([*args, "--out", str(tmp_path / "a"), "--iterations", "1", "--inner-steps", "1"]) == 0
-    first = read_synthetic_set(tmp_path / "a" / "synthetic.pt").images
-    cfg = example.parse_config([*args, "--out", str(tmp_path / "b")])
-    real = example.load_real_data(cfg, torch.device("cpu"))
-    init = example.initial_images(cfg, real, torch.device("cpu")).flatten(0, 1)
-    assert not torch.equal(first, init)  # an image update happened
+def test_images_change_and_stay_in_pixel_range(finished: Path, tmp_path: Path) -> None:
+    first = load_checkpoint(finished / "checkpoint.prev.pt")["synthetic"]  # after outer iteration 1
+    last = read_synthetic_set(finished / "synthetic.pt").images
+    assert not torch.equal(first.flatten(0, 1), last)  # image updates happened
     mean = torch.tensor((0.4914, 0.4822, 0.4465)).view(1, 3, 1, 1)
     std = torch.tensor((0.2023, 0.1994, 0.2010)).view(1, 3, 1, 1)
-    pixels = first * std + mean
+    pixels = last * std + mean
     assert pixels.min() >= -1e-5 and pixels.max() <= 1 + 1e-5
 
 
+def test_a_folder_holding_a_run_is_refused_and_left_byte_identical(finished: Path, fake_cifar: Path) -> None:
+    before = snapshot(finished)
+    _, err = run([*TINY, "--data-root", str(fake_cifar), "--out", str(finished), "--lr-img", "0.1"], code=2)
+    assert error_lines(err) == [f"error: --out: {str(finished)!r} holds a run; continue it with --resume or replace "
+                                "it with --overwrite"]  # fmt: skip
+    _, err = run(["--resume", "--out", str(finished), "--lr-img", "0.1", "--ipc", "1"], code=2)
+    (line,) = error_lines(err)  # a flag that contradicts the checkpoint: old and new values, each setting named
+    assert "--lr-img (checkpoint: 0.005, given: 0.1)" in line and "--ipc" not in line
+    assert snapshot(finished) == before
+
+
+def test_a_damaged_checkpoint_gives_one_line(finished: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "copy"
+    shutil.copytree(finished, copy)
+    (copy / "checkpoint.pt").write_bytes(os.urandom(300))  # garbage
+    (copy / "checkpoint.prev.pt").write_bytes((copy / "synthetic.pt").read_bytes()[:100])  # truncated
+    before = snapshot(copy)
+    _, err = run(["--resume", "--out", str(copy)], code=2)
+    (line,) = error_lines(err)
+    assert "neither checkpoint is readable" in line and "checkpoint.prev.pt" in line and "Traceback" not in err
+    assert "weights_only=False" not in err
+    assert snapshot(copy) == before
+
+
 @pytest.mark.parametrize("switch", ["--single-model", "--no-balancer", "--no-distillation"])
-def test_ablation_switches_run(example: ModuleType, fake_cifar: Path, tmp_path: Path, switch: str) -> None:
+def test_ablation_switches_run(fake_cifar: Path, tmp_path: Path, switch: str) -> None:
     out = tmp_path / "run"
-    args = [*TINY, "--iterations", "1", "--inner-steps", "1", "--data-root", str(fake_cifar), "--out", str(out)]
-    assert example.main([*args, switch]) == 0
+    run([*TINY, "--iterations", "1", "--inner-steps", "1", "--data-root", str(fake_cifar), "--out", str(out), switch])
     with (out / "metrics.csv").open() as f:
         row = next(csv.DictReader(f))
-    expected = {
-        "--single-model": {"gm_a"},
-        "--no-balancer": {"gm_a", "gm_b", "md"},
-        "--no-distillation": {"gm_a", "gm_b"},
-    }
+    expected = {"--single-model": {"gm_a"}, "--no-balancer": {"gm_a", "gm_b", "md"},
+                "--no-distillation": {"gm_a", "gm_b"}}  # fmt: skip
     assert {k for k in row if k in ("gm_a", "gm_b", "md")} == expected[switch]
     if switch == "--no-balancer":
         assert float(row["w_md"]) == 1.0 and float(row["w_gm_b"]) == 1.0
     assert (out / "balancer.png").exists() == (switch == "--no-distillation")
 
 
-def test_missing_data_names_both_ways_to_get_it(example: ModuleType, tmp_path: Path, capsys) -> None:
-    code = example.main([*TINY, "--data-root", str(tmp_path / "nowhere"), "--out", str(tmp_path / "run")])
-    assert code == 2
-    err = capsys.readouterr().err
-    assert "--download" in err and "unpack.py" in err and "nowhere" in err
+# ---------------------------------------------------------------------------------------------------- bad input
+
+BAD_FLAGS = [
+    ["--ipc", "0"], ["--ipc", "abc"], ["--iterations", "0"], ["--inner-steps", "-1"], ["--factor", "3"],
+    ["--init", "noise"], ["--preset", "gpu"], ["--real-selection", "all"], ["--distance", "l1"],
+    ["--model-steps", "-1"], ["--projection-steps", "-2"], ["--batch-real", "0"], ["--batch-train", "0"],
+    ["--select-every", "0"], ["--balance-interval", "0"], ["--image-size-b", "4"], ["--patch-size-b", "-1"],
+    ["--seed", "-1"], ["--real-per-class", "-5"], ["--lr-img", "0"], ["--lr-model-a", "-0.1"], ["--lr-model-b", "0"],
+    ["--lr-projection", "nan"], ["--momentum-img", "1.5"], ["--weights-b", "no/such/file.pt"],
+    ["--resume", "--overwrite"], ["--no-such-flag"],
+    ["--model-b", "not_a_model"], ["--model-a", "nope"], ["--classes", "foo"], ["--classes", "0,0"],
+    ["--classes", "12"], ["--device", "gpu0"], ["--model-b", "test_resnet"],  # a patch size for a CNN
+    ["--resume"],  # no checkpoint in --out
+]  # fmt: skip
 
 
-@pytest.mark.parametrize(
-    "bad",
-    [["--ipc", "3"], ["--iterations", "0"], ["--factor", "3"], ["--init", "noise"], ["--preset", "gpu"],
-     ["--real-selection", "all"], ["--distance", "l1"], ["--model-steps", "-1"]],
-)  # fmt: skip
-def test_bad_arguments_exit_with_usage_error(example: ModuleType, bad: list[str], capsys) -> None:
-    with pytest.raises(SystemExit) as info:
-        example.parse_config(bad)
-    assert info.value.code == 2
-    assert bad[0] in capsys.readouterr().err
+def test_every_bad_flag_gives_one_error_line_exit_2_and_writes_nothing(fake_cifar: Path, tmp_path: Path) -> None:
+    """One driver process runs the example as ``__main__`` once per bad flag (one torch import for all)."""
+    assert len({json.dumps(b) for b in BAD_FLAGS}) == len(BAD_FLAGS) >= 30
+    driver = f"""
+        import contextlib, io, json, runpy, sys
+        results = []
+        for i, bad in enumerate({BAD_FLAGS!r}):
+            out = {str(tmp_path)!r} + f"/out{{i}}"
+            sys.argv = [{str(EXAMPLE)!r}, *{TINY!r}, "--data-root", {str(fake_cifar)!r}, "--out", out, *bad]
+            err = io.StringIO()
+            with contextlib.redirect_stderr(err):
+                try:
+                    runpy.run_path({str(EXAMPLE)!r}, run_name="__main__")
+                    code = 0
+                except SystemExit as stop:
+                    code = stop.code
+            results.append((bad, code, err.getvalue()))
+        print(json.dumps(results))
+        raise SystemExit(0)
+    """
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(driver)], env=env(), cwd=REPO, capture_output=True,
+                          text=True, timeout=600)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    for bad, code, err in json.loads(proc.stdout.splitlines()[-1]):
+        assert code == 2, (bad, code, err)
+        assert "Traceback" not in err, (bad, err)
+        (line,) = error_lines(err)
+        flag = bad[0] if bad != ["--model-b", "test_resnet"] else "--model-b"
+        assert flag in line or (bad == ["--resume", "--overwrite"] and "--overwrite" in line), (bad, line)
+    assert list(tmp_path.iterdir()) == []  # nothing written, not even a folder
 
 
-def test_presets_fill_defaults_and_flags_override(example: ModuleType) -> None:
-    paper = example.parse_config(["--preset", "paper"])
-    assert (paper.ipc, paper.iterations, paper.inner_steps, paper.image_size_b, paper.patch_size_b) == (
-        10, 100, 100, 224, 16,
-    )  # fmt: skip
-    assert example.parse_config(["--preset", "paper", "--ipc", "1"]).ipc == 1
-    cpu = example.parse_config([])
-    assert cpu.preset == "cpu" and cpu.ipc == 1 and cpu.image_size_b == 32 and cpu.device == "auto"
+def test_missing_data_says_how_to_get_it(tmp_path: Path) -> None:
+    _, err = run([*TINY, "--data-root", str(tmp_path / "nowhere"), "--out", str(tmp_path / "run")], code=2)
+    (line,) = error_lines(err)
+    assert "--download" in line and "nowhere" in line and "../shared" not in line
+    assert not (tmp_path / "run").exists()
 
 
-def test_nan_loss_stops_naming_loss_and_step_and_keeps_checkpoint(
-    example: ModuleType, fake_cifar: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_paper_preset_offline_stops_at_once_with_one_line(fake_cifar: Path, tmp_path: Path) -> None:
+    t0 = time.monotonic()
+    _, err = run(["--preset", "paper", "--data-root", str(fake_cifar), "--out", str(tmp_path / "run")], code=2)
+    assert time.monotonic() - t0 < 60  # seconds: no download attempt, no data decoded first
+    (line,) = error_lines(err)
+    assert line.startswith("error: --pretrained-b augreg_in21k_ft_in1k:") and "--weights-b" in line
+    assert "Traceback" not in err and not (tmp_path / "run").exists()
+
+
+# ---------------------------------------------------------------------------------------- failures and resuming
+
+
+def test_nan_loss_stops_naming_loss_and_step_and_keeps_checkpoint(fake_cifar: Path, tmp_path: Path) -> None:
+    driver = """
+        from hmdc_modules.objective import HMDCObjective
+        original, calls = HMDCObjective.losses, [0]
+        def poisoned(self, *args):
+            losses = original(self, *args)
+            calls[0] += 1
+            if calls[0] > 2 * 2 + 2:  # outer iteration 1, step 1, class 0 (2 classes, 2 steps an iteration)
+                losses[2] = losses[2] * float("nan")
+            return losses
+        HMDCObjective.losses = poisoned
+    """
     out = tmp_path / "run"
-    args = [*TINY, "--data-root", str(fake_cifar), "--out", str(out), "--iterations", "3"]
-    original = example.class_losses
-    calls = {"n": 0}
-
-    def poisoned(*a, **k):
-        losses = original(*a, **k)
-        calls["n"] += 1
-        if calls["n"] > 2 * 2 + 2:  # iteration 1, step 1, class 0 (2 classes, 2 steps an iteration)
-            losses[2] = losses[2] * float("nan")
-        return losses
-
-    monkeypatch.setattr(example, "class_losses", poisoned)
-    with pytest.raises(SystemExit) as info:
-        example.run(example.parse_config(args))
-    message = str(info.value)
-    assert "'md'" in message and "outer iteration 1, step 1" in message and "checkpoint" in message
+    _, err = run([*TINY, "--iterations", "3", "--data-root", str(fake_cifar), "--out", str(out)], 1, driver)
+    (line,) = error_lines(err)
+    assert "'md'" in line and "outer iteration 1, step 1" in line and "checkpoint" in line
     checkpoint = load_checkpoint(out / "checkpoint.pt")
-    assert checkpoint["iteration"] == 1 and checkpoint["step"] == 0
-    assert torch.isfinite(checkpoint["synthetic"]).all()
-
-
-def _wait_for_checkpoint(proc: subprocess.Popen, path: Path, iteration: int, timeout: float = 300.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if path.exists():
-            try:
-                if load_checkpoint(path)["iteration"] >= iteration:
-                    return
-            except (RuntimeError, EOFError, ValueError):
-                pass  # caught between writes: try again
-        if proc.poll() is not None:
-            raise AssertionError(
-                f"run ended before checkpoint {iteration}: {proc.stdout.read() if proc.stdout else ''}"
-            )
-        time.sleep(0.01)
-    raise AssertionError("no checkpoint in time")
-
-
-RESUMABLE = [*TINY, "--iterations", "3", "--init", "real"]
+    assert checkpoint["iteration"] == 1 and torch.isfinite(checkpoint["synthetic"]).all()
 
 
 @pytest.fixture(scope="module")
 def uninterrupted(fake_cifar: Path, tmp_path_factory: pytest.TempPathFactory):
     """One uninterrupted run, started in the background, that the interrupted runs are compared against."""
     out = tmp_path_factory.mktemp("uninterrupted") / "run"
-    proc = run_subprocess([*RESUMABLE, "--data-root", str(fake_cifar), "--out", str(out)])
+    proc = start([*RESUMABLE, "--data-root", str(fake_cifar), "--out", str(out)])
     yield proc, out
     if proc.poll() is None:
         proc.kill()
 
 
-def _finished(proc: subprocess.Popen) -> None:
-    assert proc.wait() == 0, proc.stdout.read() if proc.stdout else ""
+def _wait_for_checkpoint(proc: subprocess.Popen, path: Path, iteration: int, timeout: float = 300.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if load_checkpoint(path)["iteration"] >= iteration:
+                return
+        except (FileNotFoundError, ValueError):
+            pass
+        assert proc.poll() is None, "the run ended before the checkpoint"
+        time.sleep(0.01)
+    raise AssertionError("no checkpoint in time")
 
 
-def _assert_same_run(a: Path, b: Path) -> None:
-    x, y = read_synthetic_set(a / "synthetic.pt"), read_synthetic_set(b / "synthetic.pt")
+def _done(proc: subprocess.Popen) -> None:
+    """Wait for the shared background run (several tests wait on it; its output is read once)."""
+    if proc.returncode is None:
+        finish(proc)
+    assert proc.returncode == 0
+
+
+def _assert_same_run(uninterrupted, other: Path) -> None:
+    proc, out = uninterrupted
+    _done(proc)
+    x, y = read_synthetic_set(out / "synthetic.pt"), read_synthetic_set(other / "synthetic.pt")
     assert x.iteration == y.iteration == 3
     assert torch.equal(x.images, y.images)  # bitwise: deterministic CPU mode, same thread count
-    with (a / "metrics.csv").open() as f, (b / "metrics.csv").open() as g:
-        rows_a, rows_b = list(csv.DictReader(f)), list(csv.DictReader(g))
-    assert [r["global_step"] for r in rows_a] == [r["global_step"] for r in rows_b] == [str(i) for i in range(6)]
-    assert [r["gm_a"] for r in rows_a] == [r["gm_a"] for r in rows_b]
+    assert (out / "metrics.csv").read_text() == (other / "metrics.csv").read_text()
 
 
-def test_sigkill_then_resume_matches_uninterrupted_run(uninterrupted, fake_cifar: Path, tmp_path: Path) -> None:
-    args = [*RESUMABLE, "--data-root", str(fake_cifar), "--out", str(tmp_path / "killed")]
-    killed = run_subprocess(args)
+def test_sigkill_then_resume_from_the_moved_folder_alone_matches(uninterrupted, fake_cifar, tmp_path) -> None:
+    killed = start([*RESUMABLE, "--data-root", str(fake_cifar), "--out", str(tmp_path / "killed")])
     _wait_for_checkpoint(killed, tmp_path / "killed" / "checkpoint.pt", iteration=1)
     killed.send_signal(signal.SIGKILL)
     killed.wait()
-    assert killed.returncode == -signal.SIGKILL
     assert load_checkpoint(tmp_path / "killed" / "checkpoint.pt")["iteration"] < 3
-    _finished(run_subprocess([*args, "--resume"]))
-    proc, out = uninterrupted
-    _finished(proc)
-    _assert_same_run(out, tmp_path / "killed")
+    (tmp_path / "killed").rename(tmp_path / "moved")  # the folder's path is not a setting
+    run(["--resume", "--out", str(tmp_path / "moved"), "--data-root", str(fake_cifar)])  # no other flag
+    _assert_same_run(uninterrupted, tmp_path / "moved")
 
 
-def test_ctrl_c_checkpoints_mid_iteration_and_resume_matches(uninterrupted, fake_cifar: Path, tmp_path: Path) -> None:
-    args = [*RESUMABLE, "--data-root", str(fake_cifar), "--out", str(tmp_path / "stopped")]
-    stopped = run_subprocess(args)
-    metrics = tmp_path / "stopped" / "metrics.csv"
-    deadline = time.monotonic() + 300
-    while not (metrics.exists() and len(metrics.read_text().splitlines()) >= 2) and time.monotonic() < deadline:
-        time.sleep(0.01)  # wait for the first image update
+def test_sigint_exits_130_and_resume_matches(uninterrupted, fake_cifar: Path, tmp_path: Path) -> None:
+    out = tmp_path / "stopped"
+    stopped = start([*RESUMABLE, "--data-root", str(fake_cifar), "--out", str(out)])
+    _wait_for_checkpoint(stopped, out / "checkpoint.pt", iteration=0)
     stopped.send_signal(signal.SIGINT)
-    _finished(stopped)
-    saved = load_checkpoint(tmp_path / "stopped" / "checkpoint.pt")
-    assert saved["iteration"] * 2 + saved["step"] < 6, "the run should have stopped early"
-    _finished(run_subprocess([*args, "--resume"]))
-    proc, out = uninterrupted
-    _finished(proc)
-    _assert_same_run(out, tmp_path / "stopped")
+    _, err = finish(stopped, code=130)
+    assert f"interrupted (SIGINT); the last checkpoint is intact: continue with --resume --out {out}" in err
+    assert "Traceback" not in err
+    assert load_checkpoint(out / "checkpoint.pt")["iteration"] < 3, "the run should have stopped early"
+    run(["--resume", "--out", str(out), "--data-root", str(fake_cifar)])
+    _assert_same_run(uninterrupted, out)
 
 
-def test_resume_refuses_changed_settings(example: ModuleType, fake_cifar: Path, tmp_path: Path) -> None:
-    out = tmp_path / "run"
-    base = [*TINY, "--iterations", "1", "--inner-steps", "1", "--data-root", str(fake_cifar), "--out", str(out)]
-    assert example.main(base) == 0
-    with pytest.raises(SystemExit, match="lr_img"):
-        example.run(example.parse_config([*base, "--resume", "--lr-img", "0.1"]))
-    with pytest.raises(SystemExit, match="no checkpoint"):
-        example.run(example.parse_config([*base, "--resume", "--out", str(tmp_path / "none")]))
+def test_resume_falls_back_to_the_previous_checkpoint(uninterrupted, fake_cifar: Path, tmp_path: Path) -> None:
+    proc, finished_out = uninterrupted
+    _done(proc)
+    copy = tmp_path / "copy"
+    shutil.copytree(finished_out, copy)
+    data = (copy / "checkpoint.pt").read_bytes()
+    (copy / "checkpoint.pt").write_bytes(data[: len(data) // 2])  # truncated: e.g. a full disk
+    _, err = run(["--resume", "--out", str(copy), "--data-root", str(fake_cifar)])
+    (line,) = [x for x in err.splitlines() if x.startswith("warning:")]
+    assert "truncated" in line and "checkpoint.prev.pt" in line
+    _assert_same_run(uninterrupted, copy)  # the last outer iteration was redone, bitwise the same
 
 
-def test_docs_preset_table_matches_the_presets(example: ModuleType) -> None:
-    """The how-to's preset table is the documentation users read: it must state the presets' real values."""
+# ------------------------------------------------------------------------------- pretrained B, reference-exact
+
+RECORDER = """
+    import json, torch
+    from hmdc_modules import condensation
+    from hmdc_modules.objective import HMDCObjective
+    created, init = condensation.create_model, HMDCObjective.__init__
+    def create_model(name, num_classes, **kwargs):
+        model = created(name, num_classes, **kwargs)
+        state = model.state_dict()
+        record = {"name": name, "weights": str(kwargs.get("weights")), "head": float(state["head.weight"].sum())
+                  if "head.weight" in state else None, "qkv": float(state["blocks.0.attn.qkv.weight"].sum())
+                  if "blocks.0.attn.qkv.weight" in state else None}
+        with open(LOG, "a") as f:
+            f.write(json.dumps({"model": record}) + "\\n")
+        return model
+    def objective_init(self, adapters, **kwargs):
+        init(self, adapters, **kwargs)
+        balancer = kwargs.get("balancer")
+        with open(LOG, "a") as f:
+            f.write(json.dumps({"taps": [list(a.layer_names) for a in adapters],
+                                "init_value": None if balancer is None else balancer.init_value}) + "\\n")
+    condensation.create_model, HMDCObjective.__init__ = create_model, objective_init
+"""
+
+
+def _records(log: Path) -> list[dict]:
+    return [json.loads(line) for line in log.read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def tiny_vit_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import timm
+
+    torch.manual_seed(123)
+    path = tmp_path_factory.mktemp("weights") / "tiny_vit.pt"
+    torch.save(timm.create_model("test_vit", num_classes=7, img_size=32, patch_size=4).state_dict(), path)
+    return path
+
+
+def test_weights_b_reloads_model_b_with_a_new_head_every_outer_iteration(fake_cifar, tmp_path, tiny_vit_weights):
+    log = tmp_path / "log.jsonl"
+    args = [*TINY, "--inner-steps", "1", "--weights-b", str(tiny_vit_weights), "--data-root", str(fake_cifar)]
+    run([*args, "--out", str(tmp_path / "run")], driver=f"LOG = {str(log)!r}\n" + textwrap.dedent(RECORDER))
+    models = [r["model"] for r in _records(log) if "model" in r and r["model"]["name"] == "test_vit"]
+    assert len(models) == 3  # the settings check, then outer iterations 0 and 1
+    expected = float(torch.load(tiny_vit_weights)["blocks.0.attn.qkv.weight"].sum())
+    assert all(m["weights"] == str(tiny_vit_weights) and m["qkv"] == expected for m in models)  # reloaded each time
+    heads = [m["head"] for m in models[1:]]
+    assert heads[0] != heads[1]  # a new random head every outer iteration
+
+
+def test_reference_exact_and_the_paper_preset_tap_the_convnet_twice(fake_cifar, tmp_path, tiny_vit_weights):
+    """--preset paper (its hub weights replaced by a local file, its sizes by tiny ones) turns on reference-exact:
+    the ConvNet's deepest map is tapped twice and the balancer starts at 1e-6; the default taps it once, from 0."""
+    small = ["--ipc", "1", "--iterations", "1", "--inner-steps", "1", "--model-steps", "1", "--projection-steps", "1",
+             "--batch-real", "4", "--batch-train", "8", "--image-size-b", "32", "--patch-size-b", "4",
+             "--real-per-class", "0", "--classes", "0,1", "--model-b", "test_vit", "--quiet"]  # fmt: skip
+    for name, extra in (("paper", ["--preset", "paper", "--weights-b", str(tiny_vit_weights)]), ("default", [])):
+        log = tmp_path / f"{name}.jsonl"
+        out = tmp_path / name
+        driver = f"LOG = {str(log)!r}\n" + textwrap.dedent(RECORDER)
+        run([*small, *extra, "--data-root", str(fake_cifar), "--out", str(out)], driver=driver)
+        objective = [r for r in _records(log) if "taps" in r][-1]
+        convnet_taps = objective["taps"][0]
+        if name == "paper":
+            assert convnet_taps == ["features.0.pool", "features.1.pool", "features.2.pool", "features.2"]
+            assert objective["init_value"] == 1e-6
+            assert json.loads((out / "config.json").read_text())["reference_exact"] is True
+        else:
+            assert convnet_taps == ["features.0.pool", "features.1.pool", "features.2.pool"]
+            assert objective["init_value"] == 0.0
+
+
+def test_docs_preset_table_matches_the_presets() -> None:
+    """The how-to's preset table is what users read: it must state the presets' real values (from --help)."""
     page = (REPO / "docs" / "howto" / "run-the-example.md").read_text()
-    cpu, paper = example.parse_config([]), example.parse_config(["--preset", "paper"])
-    rows = {
-        "--iterations": (cpu.iterations, paper.iterations),
-        "--inner-steps": (cpu.inner_steps, paper.inner_steps),
-        "--ipc": (cpu.ipc, paper.ipc),
-    }
-    for flag, (a, b) in rows.items():
+
+    def defaults(*argv: str) -> dict[str, str]:
+        text = subprocess.run([sys.executable, str(EXAMPLE), *argv, "--help"], env=env(), capture_output=True,
+                              text=True, check=True).stdout  # fmt: skip
+        flat = " ".join(text.split("options:", 1)[1].split())
+        return {flag: flat.split(flag + " ", 1)[1].split("(default: ", 1)[1].split(")", 1)[0]
+                for flag in ("--iterations", "--inner-steps", "--ipc", "--model-steps", "--projection-steps",
+                             "--batch-real", "--batch-train", "--real-per-class")}  # fmt: skip
+
+    cpu, paper = defaults(), defaults("--preset", "paper")
+    for flag in ("--iterations", "--inner-steps", "--ipc"):
         line = next(row for row in page.splitlines() if row.startswith("|") and f"`{flag}`" in row)
-        cells = [c.strip() for c in line.strip("|").split("|")]
-        assert cells[1:] == [str(a), str(b)], line
+        assert [c.strip() for c in line.strip("|").split("|")][1:] == [cpu[flag], paper[flag]], line
     line = next(row for row in page.splitlines() if "`--model-steps`" in row)
-    assert line.split("|")[2].strip() == f"{cpu.model_steps} / {cpu.projection_steps}"
+    assert line.split("|")[2].strip() == f"{cpu['--model-steps']} / {cpu['--projection-steps']}"
     line = next(row for row in page.splitlines() if "`--batch-real`" in row)
-    assert line.split("|")[2].strip() == f"{cpu.batch_real}, {cpu.batch_train}"
+    assert line.split("|")[2].strip() == f"{cpu['--batch-real']}, {cpu['--batch-train']}"
     line = next(row for row in page.splitlines() if "`--real-per-class`" in row)
-    assert line.split("|")[2].strip() == str(cpu.real_per_class)
+    assert line.split("|")[2].strip() == cpu["--real-per-class"]
