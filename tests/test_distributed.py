@@ -21,12 +21,16 @@ from hypothesis import strategies as st
 from hmdc_modules import GradientBalancer
 from hmdc_modules.condensation import load_checkpoint, read_synthetic_set
 from hmdc_modules.distributed import (
+    DistributedContext,
+    Interrupted,
     all_gather_objects,
     all_reduce_sum_,
     any_rank,
     broadcast_object,
     init_distributed,
+    on_main,
     owned_indices,
+    run_guarded,
     shutdown_distributed,
     sync_balancer_,
 )
@@ -123,6 +127,52 @@ def test_inconsistent_torchrun_variables_are_refused(monkeypatch: pytest.MonkeyP
             init_distributed("cuda")
 
 
+def test_run_guarded_turns_signals_and_lost_ranks_into_one_line_and_an_exit_status(capsys) -> None:
+    ctx = init_distributed("cpu")
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    assert run_guarded(lambda: None, ctx) == 0 and run_guarded(lambda: 3, ctx) == 3
+
+    def sigterm() -> None:  # a real signal, delivered while the job runs
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(10)
+        raise AssertionError("the signal should have stopped the job")
+
+    assert run_guarded(sigterm, ctx, resume_hint="run it again") == 143
+    assert capsys.readouterr().err == "interrupted (SIGTERM); run it again\n"
+
+    def sigint() -> None:
+        raise Interrupted(signal.SIGINT)
+
+    assert run_guarded(sigint, ctx) == 130
+    assert capsys.readouterr().err == "interrupted (SIGINT)\n"
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before  # handlers restored
+
+    two = DistributedContext(1, 2, 1, torch.device("cpu"), "gloo")  # as rank 1 of a job (no collective is used)
+
+    def lost() -> None:
+        raise torch.distributed.DistError("Connection closed by peer\nmore detail")
+
+    assert run_guarded(lost, two, resume_hint="use --resume") == 1
+    assert capsys.readouterr().err == (
+        "[rank 1] error: lost contact with another process (Connection closed by peer); use --resume\n"
+    )
+    assert run_guarded(sigterm, two) == 143
+    assert capsys.readouterr().err == "[rank 1] error: stopped by the launcher (another process of the job ended)\n"
+    with pytest.raises(KeyError):  # any other error propagates unchanged
+        run_guarded(lambda: {}["x"], ctx)
+
+
+def test_on_main_hands_the_result_or_the_error_to_every_rank() -> None:
+    ctx = init_distributed("cpu")
+    assert on_main(lambda: {"a": 1}, ctx) == {"a": 1}
+
+    def missing() -> None:
+        raise FileNotFoundError("no checkpoint at 'x'")
+
+    with pytest.raises(FileNotFoundError, match="no checkpoint at 'x'"):
+        on_main(missing, ctx, errors=(FileNotFoundError,))
+
+
 def _balancer_calls(balancer: GradientBalancer, groups: list[int], rounds: int) -> None:
     """Two losses of very different gradient scales per group; group g's scales depend on g."""
     for r in range(rounds):
@@ -206,6 +256,13 @@ def test_two_processes_condense_the_same_set_as_one(reference_runs: tuple[Path, 
             assert float(ra[name]) == pytest.approx(float(rb[name]), rel=1e-9, abs=1e-12)
 
 
+def _checkpoint_iteration(path: Path) -> int:
+    try:
+        return int(load_checkpoint(path)["iteration"])
+    except (FileNotFoundError, ValueError):
+        return 0
+
+
 def _rank_pid(launcher: subprocess.Popen, rank: int, deadline: float) -> int:
     """The pid of the torchrun worker with RANK=rank (found through /proc)."""
     while time.monotonic() < deadline:
@@ -236,14 +293,14 @@ def test_killing_one_rank_stops_the_job_and_the_checkpoint_resumes(
     job = start(args, 2)
     deadline = time.monotonic() + 300
     victim = _rank_pid(job, 1, deadline)
-    while not (out / "checkpoint.pt").exists():  # after the first outer iteration
+    while not _checkpoint_iteration(out / "checkpoint.pt"):  # after the first outer iteration
         assert job.poll() is None and time.monotonic() < deadline, job.stdout.read() if job.stdout else ""
         time.sleep(0.01)
     os.kill(victim, signal.SIGKILL)
     output = job.communicate(timeout=300)[0]
     assert job.returncode != 0
     assert "SIGKILL" in output or "Signal 9" in output, output  # torchrun names the failed rank and its signal
-    assert "The last checkpoint" in output and "--resume" in output, output  # the surviving rank says what to do
+    assert "the last checkpoint is intact" in output and "--resume" in output, output  # the survivor says what to do
     saved = load_checkpoint(out / "checkpoint.pt")
     assert saved["iteration"] == 1
     finish(start([*args, "--resume"], None))  # resumed on another world size: one process
