@@ -15,6 +15,7 @@ import argparse
 import dataclasses
 import json
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -202,8 +203,7 @@ def build_networks(cfg: Config, num_classes: int, device: torch.device, iteratio
 
 
 @torch.no_grad()
-def embed_images(adapter: nn.Module, images: Tensor, batch_size: int = 500) -> Tensor:
-    """The deepest tapped layer's semantic vector (CNN: global mean; ViT: CLS), in eval mode."""
+def embed_images(adapter: nn.Module, images: Tensor, batch_size: int = 500) -> Tensor:  # deepest semantic vector
     was_training, _ = adapter.training, adapter.eval()
     out = torch.cat([adapter(x).features[-1].semantic for x in images.split(batch_size)])
     adapter.train(was_training)
@@ -410,11 +410,13 @@ def run(cfg: Config, given: set[str], ctx: ranks.DistributedContext) -> None:
             if state.balancer is not None:
                 state.balancer.reset()  # new networks: new gradient scales (§1.1)
             for step in range(cfg.inner_steps):
+                t0 = time.perf_counter()
                 if step % cfg.select_every == 0:
                     batches = select_real_batches(cfg, nets, real, it, step, owned)
                 row = {"iteration": it, "step": step, "global_step": it * cfg.inner_steps + step}
                 row |= image_update(cfg, state, nets, real, batches, step, augment, ctx)
                 row |= train_networks(cfg, nets, optimizers, real, it, step, augment, ctx)
+                row["seconds"] = round(time.perf_counter() - t0, 4)
                 state.metrics.append(row)
                 bar.update(1)
                 weights = {f"w_{n}": f"{row['w_' + n]:.1e}" for n in names}  # scientific: they reach 1e-4
@@ -424,8 +426,6 @@ def run(cfg: Config, given: set[str], ctx: ranks.DistributedContext) -> None:
                 ranks.sync_balancer_(state.balancer, owned, ctx)
             if ctx.is_main:
                 save_run(cfg, state, real, names)
-    if ctx.is_main:
-        print(f"run folder: {cfg.out}")
 
 
 def main(argv: list[str] | None = None) -> int:
