@@ -15,14 +15,12 @@ synthetic batch under the *same* transform, so a seeded call draws one set of pa
 generator seeded with ``seed`` and shares it over the whole batch ("Siamese" augmentation): the same seed gives
 the same transform whatever the batch size. Seeded calls never touch the global torch RNG.
 
-The random parameters are drawn up front into an [`AugmentParams`][hmdc_modules.condensation.augment.AugmentParams],
-always on
-a CPU (or the given) generator and in a fixed order, then moved to the images' device, so CPU and GPU runs with
-the same seed see the same transform.
+The random parameters are drawn up front into an
+[`AugmentParams`][hmdc_modules.condensation.augment.AugmentParams], always on a CPU (or the given) generator and in
+a fixed order, then moved to the images' device, so CPU and GPU runs with the same seed see the same transform.
 
-[`cutmix`][hmdc_modules.condensation.augment.cutmix] pastes a random box of a partner image (a random permutation of
-the batch)
-into every image and mixes the targets by the pasted area.
+[`cutmix`][hmdc_modules.condensation.augment.cutmix] pastes a random box of a partner image (a random permutation
+of the batch) into every image and mixes the targets by the pasted area.
 """
 
 from __future__ import annotations

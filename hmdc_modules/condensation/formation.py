@@ -113,8 +113,7 @@ def decode_formation(images: Tensor, factor: int, size: tuple[int, int] | None =
     $$Y_{(rf + c)N + j} = \mathrm{resize}_{\text{size}}\big(S_j[:, rh:(r+1)h,\ cw:(c+1)w]\big).$$
 
     This is the inverse layout of [`encode_formation`][hmdc_modules.condensation.formation.encode_formation] (the
-    reference
-    implementation emits the tiles column-major instead; all tiles of a stored image share its label, so the
+    reference implementation emits the tiles column-major instead; all tiles of a stored image share its label, so the
     order does not matter for training). For $f = 1$ the input is returned unchanged (the same tensor object)
     when ``size`` is ``None`` or equals $(H, W)$, and is only resized otherwise.
 

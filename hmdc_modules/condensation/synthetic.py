@@ -330,16 +330,14 @@ def load_synthetic_set(
     """Load a synthetic set as a ``TensorDataset`` of ``(image, label)`` pairs, ready for training.
 
     Args:
-        path: A file written by [`save_synthetic_set`][hmdc_modules.condensation.synthetic.save_synthetic_set] (or the
-        authors'
-            implementation, see [`read_synthetic_set`][hmdc_modules.condensation.synthetic.read_synthetic_set]).
+        path: A file written by [`save_synthetic_set`][hmdc_modules.condensation.synthetic.save_synthetic_set]
+            (or the authors' implementation, see
+            [`read_synthetic_set`][hmdc_modules.condensation.synthetic.read_synthetic_set]).
         decoded: Unpack multi-formation images with
             [`decode_formation`][hmdc_modules.condensation.formation.decode_formation] at the stored factor (every tile
-            resized
-            back to the stored size) and repeat the labels to match
+            resized back to the stored size) and repeat the labels to match
             ([`decode_formation_labels`][hmdc_modules.condensation.formation.decode_formation_labels]). ``False``
-            returns the
-            stored, packed images.
+            returns the stored, packed images.
         denormalized: Map the images back to pixel space $[0, 1]$ with the stored mean and std (not clamped).
             ``False`` keeps them normalised, as the training code expects.
 
