@@ -95,6 +95,7 @@ def hmdc_losses(
     *,
     decomposer: SpatialSemanticDecomposer | None = None,
     distillation: nn.Module | None = None,
+    precision: str = "fp32",
 ) -> list[Tensor]:
     r"""The unweighted HMDC image losses of one class: $L_{GM,1}, \dots, L_{GM,M}$ and, with a decomposer, $L_{MD}$.
 
@@ -109,13 +110,18 @@ def hmdc_losses(
         synthetic_target: Its targets.
         decomposer: Aligns the models' features for distillation; ``None`` leaves the distillation term out.
         distillation: The feature distance $D_{MD}$ (default: ``MutualDistillationLoss()``).
+        precision: The arithmetic of the forward passes and the matched gradients: ``fp32``, ``bf16`` (under
+            ``torch.autocast``) or ``tf32`` (CUDA); see
+            [`precision_context`][hmdc_modules.condensation.precision.precision_context]. Parameters and images
+            are never converted; the losses are float32 (the distances sum float32 gradients).
 
     Returns:
         The $M$ (or $M + 1$) scalar losses, each with its graph to ``synthetic_x``.
 
     Raises:
         TypeError: If ``matcher`` is not a ``HeterogeneousGradientMatcher`` (and as the adapters and matcher raise).
-        ValueError: As the adapters, the decomposer and the matcher raise on bad batches.
+        ValueError: If ``precision`` is unknown (or ``tf32`` off CUDA); as the adapters, the decomposer and the
+            matcher raise on bad batches.
 
     Examples:
         >>> import torch
@@ -129,6 +135,21 @@ def hmdc_losses(
     """
     if not isinstance(matcher, HeterogeneousGradientMatcher):
         raise TypeError(f"`matcher` must be a HeterogeneousGradientMatcher, got {describe(matcher)}")
+    from hmdc_modules.condensation.precision import precision_context  # the kit imports the method: not at the top
+
+    with precision_context(precision, real_x.device if isinstance(real_x, Tensor) else "cpu"):
+        return _losses(matcher, real_x, real_target, synthetic_x, synthetic_target, decomposer, distillation)
+
+
+def _losses(
+    matcher: HeterogeneousGradientMatcher,
+    real_x: Tensor,
+    real_target: Tensor,
+    synthetic_x: Tensor,
+    synthetic_target: Tensor,
+    decomposer: SpatialSemanticDecomposer | None,
+    distillation: nn.Module | None,
+) -> list[Tensor]:
     adapters = list(matcher.models)
     out_r = [adapter(real_x) for adapter in adapters]
     out_s = [adapter(synthetic_x) for adapter in adapters]
@@ -140,7 +161,7 @@ def hmdc_losses(
         md_r = distill(decomposer([o.features for o in out_r]))
         md_s = distill(decomposer([o.features for o in out_s]))
         losses.append(matcher.match([md_r], [md_s], [matcher.all_parameters()])[0])
-    return losses
+    return [loss.float() for loss in losses]  # float32 whatever the arithmetic (a no-op in fp32)
 
 
 class HMDCObjective(nn.Module):
@@ -160,11 +181,29 @@ class HMDCObjective(nn.Module):
             sums them with weight one.
         distance: The gradient distance of a matcher built here (ignored when ``adapters`` is a matcher).
         model_names: Names of the models in the loss names (``gm_<name>``); default ``0, 1, ...``.
+        precision: The arithmetic of the losses' forward passes and matched gradients, and of the training and
+            alignment losses: ``fp32`` (default), ``bf16`` (``torch.autocast``, CPU and CUDA; experimental, see
+            docs/performance.md) or ``tf32`` (CUDA). The backward passes to the images and to the parameters run
+            outside the context, as autocast advises; parameters, images, the balancer's statistics and any
+            optimiser state stay float32.
 
     Raises:
         TypeError: If ``adapters`` is neither a matcher nor a sequence of modules, or a part has the wrong type.
         ValueError: If there are no adapters, the decomposer covers another number of models, ``model_names`` has
-            the wrong length, or the balancer has another number of losses.
+            the wrong length, the balancer has another number of losses, or ``precision`` is unknown.
+
+    Examples:
+        >>> from hmdc_modules import CNNAdapter
+        >>> from hmdc_modules.condensation import ConvNet
+        >>> objective = HMDCObjective([CNNAdapter(ConvNet(num_classes=2, width=4))], precision="bf16")
+        >>> images = torch.randn(2, 3, 32, 32, requires_grad=True)
+        >>> y = torch.zeros(2, dtype=torch.long)
+        >>> [loss.dtype for loss in objective.losses(torch.randn(4, 3, 32, 32), y.repeat(2), images, y)]
+        [torch.float32]
+        >>> HMDCObjective([CNNAdapter(ConvNet(num_classes=2, width=4))], precision="half")
+        Traceback (most recent call last):
+        ...
+        ValueError: `precision` must be one of 'fp32', 'bf16', 'tf32', got 'half'
     """
 
     def __init__(
@@ -176,8 +215,12 @@ class HMDCObjective(nn.Module):
         balancer: GradientBalancer | None = None,
         distance: str = "sse",
         model_names: Sequence[str] | None = None,
+        precision: str = "fp32",
     ) -> None:
         super().__init__()
+        from hmdc_modules.condensation.precision import check_precision  # the kit imports the method
+
+        self.precision = check_precision(precision)
         if isinstance(adapters, HeterogeneousGradientMatcher):
             matcher = adapters
         elif isinstance(adapters, Sequence) and not isinstance(adapters, str):
@@ -251,6 +294,7 @@ class HMDCObjective(nn.Module):
             synthetic_target,
             decomposer=self.decomposer,
             distillation=self.distillation,
+            precision=self.precision,
         )
 
     def weights(self, group: int = 0) -> Tensor:
@@ -362,11 +406,14 @@ class HMDCObjective(nn.Module):
             >>> objective.training_loss(torch.randn(3, 3, 32, 32), torch.tensor([0, 1, 1])).shape
             torch.Size([])
         """
-        outs = [adapter(x) for adapter in self.matcher.models]
-        loss = sum(soft_cross_entropy(o.logits, target) for o in outs)
-        if self.decomposer is not None and self.distillation is not None:
-            loss = loss + self.distillation(self.decomposer([o.features for o in outs]))
-        return loss  # type: ignore[return-value]
+        from hmdc_modules.condensation.precision import precision_context
+
+        with precision_context(self.precision, x.device):
+            outs = [adapter(x) for adapter in self.matcher.models]
+            loss = sum(soft_cross_entropy(o.logits, target) for o in outs)
+            if self.decomposer is not None and self.distillation is not None:
+                loss = loss + self.distillation(self.decomposer([o.features for o in outs]))
+        return loss.float()  # type: ignore[union-attr]
 
     def alignment_loss(self, x: Tensor) -> Tensor:
         r"""The decomposer's training loss (method §4.3): $D_{MD}(x)$ on the models' features, computed without grad.
@@ -384,10 +431,14 @@ class HMDCObjective(nn.Module):
         """
         if self.decomposer is None or self.distillation is None:
             raise ValueError("alignment_loss needs a decomposer: this objective has no distillation term")
-        with torch.no_grad():
-            features = [adapter(x).features for adapter in self.matcher.models]
-        return self.distillation(self.decomposer(features))
+        from hmdc_modules.condensation.precision import precision_context
+
+        with precision_context(self.precision, x.device):
+            with torch.no_grad():
+                features = [adapter(x).features for adapter in self.matcher.models]
+            return self.distillation(self.decomposer(features)).float()
 
     def extra_repr(self) -> str:
-        """The loss names."""
-        return f"loss_names={self._loss_names}"
+        """The loss names (and the precision when it is not fp32)."""
+        extra = f", precision={self.precision!r}" if self.precision != "fp32" else ""
+        return f"loss_names={self._loss_names}{extra}"
