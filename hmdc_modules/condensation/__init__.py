@@ -1,8 +1,8 @@
 """The condensation kit: what a condensation loop needs around the HMDC modules.
 
-Augmentation, multi-formation, real-sample selection, models, datasets, the synthetic-set file format, run I/O
-(atomic writes, checkpoints) and plots. The method itself (balancer, matcher, decomposer, distillation, objective,
-adapters) is exported by [`hmdc_modules`][hmdc_modules].
+Augmentation, multi-formation, real-sample selection, models (with pretrained weights), datasets and splits, the
+synthetic-set file format, run I/O (atomic writes, checkpoints), seeds and plots. The method itself (balancer,
+matcher, decomposer, distillation, objective, adapters) is exported by [`hmdc_modules`][hmdc_modules].
 """
 
 from hmdc_modules.condensation.augment import AugmentParams, CutMix, DifferentiableAugment, cutmix
@@ -33,7 +33,20 @@ from hmdc_modules.condensation.io import (
     save_checkpoint,
     save_figure,
 )
-from hmdc_modules.condensation.models import ConvNet, create_model, disable_fused_attention, load_weights
+from hmdc_modules.condensation.models import (
+    WEIGHTS_FORMAT,
+    ConvNet,
+    PretrainedWeightsUnavailable,
+    WeightsInfo,
+    check_pretrained_available,
+    create_model,
+    disable_fused_attention,
+    head_parameter_names,
+    load_weights,
+    read_weights_info,
+    reset_head,
+    save_weights_file,
+)
 from hmdc_modules.condensation.normalization import denormalize, normalize
 from hmdc_modules.condensation.plots import plot_balancer_history, plot_metrics, save_image_grid
 from hmdc_modules.condensation.seeding import SEED_MODULUS, derive_seed
@@ -44,6 +57,7 @@ from hmdc_modules.condensation.selection import (
     nearest_to_centroids,
     select_representatives,
 )
+from hmdc_modules.condensation.splits import PC_SPLIT_SEED, pc_split, subset_indices
 from hmdc_modules.condensation.synthetic import (
     SyntheticSet,
     SyntheticSetError,
@@ -56,7 +70,9 @@ __all__ = [
     "CIFAR10_CLASSES",
     "CIFAR10_MEAN",
     "CIFAR10_STD",
+    "PC_SPLIT_SEED",
     "SEED_MODULUS",
+    "WEIGHTS_FORMAT",
     "AugmentParams",
     "CheckpointError",
     "ConvNet",
@@ -67,12 +83,15 @@ __all__ = [
     "ImageData",
     "KMeansResult",
     "LoadedCheckpoint",
+    "PretrainedWeightsUnavailable",
     "SyntheticSet",
     "SyntheticSetError",
+    "WeightsInfo",
     "atomic_torch_save",
     "atomic_write",
     "atomic_write_bytes",
     "atomic_write_text",
+    "check_pretrained_available",
     "create_model",
     "cutmix",
     "dataset_classes",
@@ -83,6 +102,7 @@ __all__ = [
     "disable_fused_attention",
     "embed",
     "encode_formation",
+    "head_parameter_names",
     "kmeans",
     "load_checkpoint",
     "load_cifar10",
@@ -94,13 +114,18 @@ __all__ = [
     "nearest_to_centroids",
     "normalize",
     "parse_classes",
+    "pc_split",
     "plot_balancer_history",
     "plot_metrics",
     "previous_checkpoint_path",
     "read_synthetic_set",
+    "read_weights_info",
+    "reset_head",
     "save_checkpoint",
     "save_figure",
     "save_image_grid",
     "save_synthetic_set",
+    "save_weights_file",
     "select_representatives",
+    "subset_indices",
 ]
