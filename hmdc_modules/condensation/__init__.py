@@ -34,6 +34,7 @@ from hmdc_modules.condensation.io import (
     save_figure,
 )
 from hmdc_modules.condensation.models import (
+    VIT_MODULES,
     WEIGHTS_FORMAT,
     ConvNet,
     PretrainedWeightsUnavailable,
@@ -42,6 +43,7 @@ from hmdc_modules.condensation.models import (
     create_model,
     disable_fused_attention,
     head_parameter_names,
+    is_vision_transformer,
     load_weights,
     read_weights_info,
     reset_head,
@@ -72,6 +74,7 @@ __all__ = [
     "CIFAR10_STD",
     "PC_SPLIT_SEED",
     "SEED_MODULUS",
+    "VIT_MODULES",
     "WEIGHTS_FORMAT",
     "AugmentParams",
     "CheckpointError",
@@ -103,6 +106,7 @@ __all__ = [
     "embed",
     "encode_formation",
     "head_parameter_names",
+    "is_vision_transformer",
     "kmeans",
     "load_checkpoint",
     "load_cifar10",

@@ -1,7 +1,13 @@
 """Models HMDC condenses with: the ConvNet of the condensation literature, a by-name factory, pretrained weights."""
 
 from hmdc_modules.condensation.models.convnet import ConvNet
-from hmdc_modules.condensation.models.factory import create_model, disable_fused_attention, load_weights
+from hmdc_modules.condensation.models.factory import (
+    VIT_MODULES,
+    create_model,
+    disable_fused_attention,
+    is_vision_transformer,
+    load_weights,
+)
 from hmdc_modules.condensation.models.pretrained import (
     WEIGHTS_FORMAT,
     PretrainedWeightsUnavailable,
@@ -14,6 +20,7 @@ from hmdc_modules.condensation.models.pretrained import (
 )
 
 __all__ = [
+    "VIT_MODULES",
     "WEIGHTS_FORMAT",
     "ConvNet",
     "PretrainedWeightsUnavailable",
@@ -22,6 +29,7 @@ __all__ = [
     "create_model",
     "disable_fused_attention",
     "head_parameter_names",
+    "is_vision_transformer",
     "load_weights",
     "read_weights_info",
     "reset_head",

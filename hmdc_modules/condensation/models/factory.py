@@ -11,7 +11,28 @@ from torch import nn
 from hmdc_modules._validation import check_positive_int, describe
 from hmdc_modules.adapters import disable_fused_attention
 
-__all__ = ["create_model", "disable_fused_attention", "load_weights"]
+__all__ = ["VIT_MODULES", "create_model", "disable_fused_attention", "is_vision_transformer", "load_weights"]
+
+VIT_MODULES: tuple[str, ...] = ("vision_transformer", "deit", "vision_transformer_relpos", "eva")
+"""The timm modules whose models are vision transformers taking ``img_size``/``patch_size`` (the one list)."""
+
+
+def is_vision_transformer(name: str) -> bool:
+    """Whether the timm model ``name`` is a vision transformer (defined in one of ``VIT_MODULES``).
+
+    ``"convnet"`` and names timm does not know are not vision transformers.
+
+    Examples:
+        >>> is_vision_transformer("vit_tiny_patch16_224"), is_vision_transformer("resnet18")
+        (True, False)
+    """
+    import timm
+
+    if not isinstance(name, str):
+        raise TypeError(f"`name` must be a model name string, got {describe(name)}")
+    if name.lower() == "convnet" or not timm.is_model(name):
+        return False
+    return timm.models.model_entrypoint(name).__module__.endswith(VIT_MODULES)
 
 
 def load_weights(model: nn.Module, path: str | Path, *, skip_mismatched: bool = True) -> list[str]:
@@ -85,6 +106,7 @@ def create_model(
     patch_size: int | None = None,
     pretrained: bool | str | None = None,
     weights: str | Path | None = None,
+    double_backward: bool = True,
 ) -> nn.Module:
     """Create a classifier by name, ``"convnet"`` (the library's ConvNet-3) or any timm model, optionally pretrained.
 
@@ -102,9 +124,10 @@ def create_model(
       [`load_weights`][hmdc_modules.condensation.models.factory.load_weights].
 
     With either, the classifier head is re-initialised for ``num_classes``: the backbone is pretrained, the head is
-    new. Vision transformers get the explicit attention path (see
+    new. By default vision transformers get the explicit attention path (see
     [`disable_fused_attention`][hmdc_modules.adapters.timm.disable_fused_attention]) so that gradient
-    matching can differentiate through them.
+    matching can differentiate through them; ``double_backward=False`` keeps timm's fused attention kernels, for
+    training with first-order gradients only (evaluation), where they are faster.
 
     Args:
         name: ``"convnet"`` or a timm model name (e.g. ``"vit_tiny_patch16_224"``, ``"resnet18"``).
@@ -117,6 +140,8 @@ def create_model(
         pretrained: ``True`` (the architecture's default timm tag), a tag (``"augreg_in21k_ft_in1k"`` or
             ``"vit_tiny_patch16_224.augreg_in21k_ft_in1k"``), or ``None``/``False`` for random weights.
         weights: A local weights file (see above). Exclusive with ``pretrained``.
+        double_backward: Make the model differentiable twice (switch fused attention off). ``False`` leaves the
+            architecture's attention kernels as timm builds them.
 
     Returns:
         The model, in training mode.
@@ -147,6 +172,8 @@ def create_model(
     if not isinstance(name, str):
         raise TypeError(f"`name` must be a model name string, got {describe(name)}")
     check_positive_int("num_classes", num_classes)
+    if not isinstance(double_backward, bool):
+        raise TypeError(f"`double_backward` must be a bool, got {describe(double_backward)}")
     image_size = _check_optional_int("image_size", image_size)
     patch_size = _check_optional_int("patch_size", patch_size)
     if pretrained is False:
@@ -187,17 +214,14 @@ def create_model(
         elif path is not None:
             load_weights(model, path)
             reset_head(model)
-        disable_fused_attention(model)
-        return model
+        return model  # no attention: nothing to switch
 
     import timm
 
     if not timm.is_model(name):
         raise ValueError(f"`name` must be 'convnet' or a timm model name, got {name!r}")
     kwargs: dict[str, object] = {"num_classes": num_classes}
-    module_name = timm.models.model_entrypoint(name).__module__
-    takes_img_size = module_name.endswith(("vision_transformer", "deit", "vision_transformer_relpos", "eva"))
-    if takes_img_size:
+    if is_vision_transformer(name):
         if image_size is not None:
             kwargs["img_size"] = image_size
         if patch_size is not None:
@@ -229,7 +253,8 @@ def create_model(
         reset_head(model)
     else:
         model = timm.create_model(name, pretrained=False, **kwargs)
-    disable_fused_attention(model)
+    if double_backward:
+        disable_fused_attention(model)
     return model
 
 
