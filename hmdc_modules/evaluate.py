@@ -1,9 +1,21 @@
-"""Cross-architecture evaluation of condensed CIFAR-10 sets (the HMDC evaluation protocol).
+"""Cross-architecture evaluation of condensed CIFAR-10 sets, under a named evaluation protocol.
 
 Evaluate sets (run folders holding synthetic.pt, or .pt files) on a pool of architectures:
 
     python -m hmdc_modules.evaluate runs/hmdc_cifar10 runs/random_ipc1 \\
         --models convnet,resnet18,vit_tiny_patch16_224 --seeds 3 --epochs 300 --out runs/eval/ipc1
+
+Protocols (--protocol): hmdc, the default, is the HMDC authors' evaluation (the paper's tables); dsa is the
+DC/DSA/DM/MTT convention (their tables); ddranking is DD-Ranking's hard-label demo configuration. Numbers from
+different protocols are not comparable. Every setting can be overridden (--epochs, --lr-schedule, --augment,
+--cutmix-p, ...); settings.json and every record hold the protocol and all settings:
+
+    python -m hmdc_modules.evaluate sets/dm_res.pt --protocol dsa --models convnet --seeds 5
+
+Sets saved by other tools are read too (MTT's images_best.pt, DC/DSA/DM's res_*.pt, IDC/DREAM's data.pt, the
+HMDC authors' synthetic_images.pth, a bare tensor); say how their images are normalised:
+
+    python -m hmdc_modules.evaluate mtt_run/images_best.pt --set-normalization dc --protocol dsa
 
 Make the "Random" baseline (ipc real training images per class, drawn with a seed) as a run folder:
 

@@ -59,6 +59,37 @@ def _probability(text: str) -> float:
     return value
 
 
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return value
+
+
+def _default_lr(text: str) -> float | str:
+    if text == "paper":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a learning rate or 'paper', got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"the learning rate must be a finite number > 0, got {text!r}")
+    return value
+
+
+def _lr_schedule(text: str) -> str:
+    from hmdc_modules.evaluation.augmentation import check_lr_schedule
+
+    try:
+        return check_lr_schedule(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected constant, half or step:N (N >= 1), got {text!r}") from None
+
+
 def _seeds(text: str) -> list[int]:
     """``"3"`` -> seeds 0, 1, 2; ``"158,159,700"`` -> those seeds."""
     try:
@@ -109,10 +140,22 @@ def _class_list(text: str) -> list[int]:
 # ----------------------------------------------------------------------------------------------------------------
 
 
+def _protocol_summary(settings: dict[str, Any]) -> str:
+    lr = "per-model lr" if settings["lr"] is None else f"lr {settings['lr']}"
+    tests = f"tested every {settings['eval_every']}" if settings["eval_every"] else "tested at the end"
+    return (
+        f"{settings['epochs']} epochs, {lr}, {settings['lr_schedule']} schedule, batch {settings['batch_size']}, "
+        f"{settings['augment']} augmentation, cutmix {settings['cutmix_p']}, {tests}, {settings['metric']} accuracy"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser of the evaluation command (``python -m hmdc_modules.evaluate SET_OR_RUN ...``)."""
     from hmdc_modules import evaluate
+    from hmdc_modules.evaluation.augmentation import AUGMENT_MODES
+    from hmdc_modules.evaluation.foreign import SET_FORMATS
     from hmdc_modules.evaluation.pool import PAPER_POOL
+    from hmdc_modules.evaluation.protocols import DEFAULT_PROTOCOL, PROTOCOLS
 
     parser = argparse.ArgumentParser(
         prog="python -m hmdc_modules.evaluate",
@@ -147,24 +190,74 @@ def build_parser() -> argparse.ArgumentParser:
         default=[0, 1, 2],
         help="a count N (seeds 0..N-1) or a list like 158,159,700 (default: 3)",
     )
-    parser.add_argument(
-        "--epochs", type=_positive_int, default=2000, help="training epochs (default: %(default)s, the paper's)"
+    protocols = parser.add_argument_group(
+        "protocol",
+        "A protocol fixes every training setting below; each flag overrides its one setting. "
+        "The results files record the protocol and every setting used.",
     )
-    parser.add_argument(
+    protocols.add_argument(
+        "--protocol",
+        choices=sorted(PROTOCOLS),
+        default=DEFAULT_PROTOCOL,
+        help="; ".join(f"{p.name}: {p.title} ({_protocol_summary(p.settings)})" for p in PROTOCOLS.values())
+        + f". Default: {DEFAULT_PROTOCOL}, because this library reproduces the HMDC paper, whose tables use it; "
+        "use dsa to set numbers beside DC/DSA/DM/MTT tables and ddranking beside DD-Ranking's hard-label scores",
+    )
+    protocols.add_argument("--epochs", type=_positive_int, default=None, help="training epochs")
+    protocols.add_argument(
         "--eval-every",
         type=_non_negative_int,
-        default=10,
-        help="test every K epochs, and after the last one; 0: only after the last (default: %(default)s)",
+        default=None,
+        help="test every K epochs, and after the last one; 0: only after the last",
     )
-    parser.add_argument("--batch-size", type=_positive_int, default=128, help="training batch (default: %(default)s)")
+    protocols.add_argument("--batch-size", type=_positive_int, default=None, help="training batch")
+    protocols.add_argument("--momentum", type=_non_negative_float, default=None, help="SGD momentum")
+    protocols.add_argument("--weight-decay", type=_non_negative_float, default=None, help="SGD weight decay")
+    protocols.add_argument(
+        "--default-lr",
+        type=_default_lr,
+        default=None,
+        metavar="LR|paper",
+        help="learning rate of every model without its own --lr; 'paper': the per-model rates of the HMDC protocol",
+    )
+    protocols.add_argument(
+        "--lr-schedule",
+        type=_lr_schedule,
+        default=None,
+        metavar="constant|half|step:N",
+        help="constant; half: x lr-decay at epoch E/2 (momentum restarted, as DC/DSA); step:N: x lr-decay every N "
+        "epochs (StepLR, as DD-Ranking)",
+    )
+    protocols.add_argument("--lr-decay", type=_non_negative_float, default=None, help="factor of each decay (0.1)")
+    protocols.add_argument(
+        "--augment",
+        choices=list(AUGMENT_MODES),
+        default=None,
+        help="idc: flip, colour, one geometric op and cutout on every image; dsa: DSA's one op per batch; none",
+    )
+    protocols.add_argument("--no-augment", action="store_true", help="the same as --augment none")
+    protocols.add_argument(
+        "--cutmix-p", type=_probability, default=None, help="cutmix probability for non-ViT models; 0 disables"
+    )
+    protocols.add_argument(
+        "--metric",
+        choices=["best", "final"],
+        default=None,
+        help="the accuracy the reports name first (both are always recorded); best selects on the test set",
+    )
+    protocols.add_argument(
+        "--ignore-learned-lr",
+        action="store_true",
+        help="train with the protocol's learning rate even when a set holds a learned one (MTT's lr_best.pt)",
+    )
     parser.add_argument(
         "--lr",
         type=_learning_rate,
         action="append",
         default=[],
         metavar="NAME=LR",
-        help="learning rate of one model (repeatable); default per model: ConvNet 1e-2, ResNet18/50 1e-3, "
-        "ResNet101 1e-4, ViT-Tiny/Small 1e-3, ViT-Base 1e-4, others 1e-3",
+        help="learning rate of one model (repeatable); default: --default-lr, else the protocol's (hmdc per model: "
+        "ConvNet 1e-2, ResNet18/50 1e-3, ResNet101 1e-4, ViT-Tiny/Small 1e-3, ViT-Base 1e-4, others 1e-3)",
     )
     parser.add_argument(
         "--weights",
@@ -186,9 +279,34 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--convnet-width", type=_positive_int, default=None, help="ConvNet channels (default: 128, the ConvNet-3)"
     )
-    parser.add_argument("--no-augment", action="store_true", help="train without the differentiable augmentation")
-    parser.add_argument(
-        "--cutmix-p", type=_probability, default=0.5, help="cutmix probability for non-ViT models; 0 disables (0.5)"
+    foreign = parser.add_argument_group(
+        "sets from other tools",
+        "Formats: hmdc (this library's synthetic.pt), hmdc-reference (the HMDC authors' synthetic_images.pth), "
+        "dc (DC/DSA/DM res_*.pt), mtt (MTT-style images_best.pt + labels_best.pt [+ lr_best.pt]), idc (IDC/DREAM "
+        "data.pt), tensor (a bare image tensor with --set-labels, an images/labels dict, or a pair). The options "
+        "apply to every set given.",
+    )
+    foreign.add_argument(
+        "--set-format", choices=list(SET_FORMATS), default="auto", help="the sets' format (default: detect it)"
+    )
+    foreign.add_argument(
+        "--set-normalization",
+        default=None,
+        metavar="dc|imagenet|none|M1,M2,M3/S1,S2,S3",
+        help="how the stored images are normalised (required for mtt, idc and tensor files; zca is refused)",
+    )
+    foreign.add_argument("--set-labels", default=None, metavar="FILE", help="labels file of a bare image tensor")
+    foreign.add_argument(
+        "--set-entry", type=_non_negative_int, default=None, help="experiment of a res_*.pt file (default: 0)"
+    )
+    foreign.add_argument(
+        "--set-factor", type=_positive_int, default=None, help="multi-formation factor of an idc/tensor file"
+    )
+    foreign.add_argument(
+        "--soft-labels",
+        choices=["auto", "probs", "logits"],
+        default="auto",
+        help="how 2-D labels are read: auto (must be probabilities), probs, logits (softmax)",
     )
     parser.add_argument(
         "--test-per-class",
@@ -274,24 +392,50 @@ def _model_specs(parser: argparse.ArgumentParser, args: argparse.Namespace) -> l
     return specs
 
 
+def _settings(parser: argparse.ArgumentParser, args: argparse.Namespace) -> EvalSettings:
+    """The protocol's settings with every flag given applied over them."""
+    from hmdc_modules.evaluation.protocols import protocol_settings
+
+    if args.no_augment and args.augment not in (None, "none"):
+        parser.error(f"--no-augment contradicts --augment {args.augment}")
+    overrides: dict[str, Any] = {"data_root": args.data_root, "test_per_class": args.test_per_class}
+    for flag in ("epochs", "eval_every", "batch_size", "momentum", "weight_decay", "lr_schedule", "lr_decay"):
+        if getattr(args, flag) is not None:
+            overrides[flag] = getattr(args, flag)
+    for flag in ("augment", "cutmix_p", "metric"):
+        if getattr(args, flag) is not None:
+            overrides[flag] = getattr(args, flag)
+    if args.no_augment:
+        overrides["augment"] = "none"
+    if args.default_lr is not None:
+        overrides["lr"] = None if args.default_lr == "paper" else args.default_lr
+    if args.ignore_learned_lr:
+        overrides["use_learned_lr"] = False
+    return protocol_settings(args.protocol, **overrides)
+
+
 def _records(
     parser: argparse.ArgumentParser, args: argparse.Namespace
 ) -> tuple[list[SetSpec], list[ModelSpec], EvalSettings, Path]:
     """The sets, models, settings and output folder the flags describe (every check that needs no rank)."""
-    from hmdc_modules.evaluation.records import EvalSettings, SetSpec
+    from hmdc_modules.evaluation.foreign import SetSource
+    from hmdc_modules.evaluation.records import SetSpec
 
     names, groups = _per_set(parser, args, "name"), _per_set(parser, args, "group")
-    sets = [SetSpec.from_path(path, name, group) for path, name, group in zip(args.sets, names, groups, strict=True)]
-    models = _model_specs(parser, args)
-    settings = EvalSettings(
-        epochs=args.epochs,
-        eval_every=args.eval_every,
-        batch_size=args.batch_size,
-        augment=not args.no_augment,
-        cutmix_p=args.cutmix_p,
-        data_root=args.data_root,
-        test_per_class=args.test_per_class,
+    source = SetSource(
+        format=args.set_format,
+        normalization=args.set_normalization,
+        labels=args.set_labels,
+        entry=args.set_entry,
+        factor=args.set_factor,
+        soft_labels=args.soft_labels,
     )
+    sets = [
+        SetSpec.from_path(path, name, group, source=source)
+        for path, name, group in zip(args.sets, names, groups, strict=True)
+    ]
+    settings = _settings(parser, args)
+    models = _model_specs(parser, args)
     out = Path(args.out) if args.out else Path("runs/eval") / "+".join(s.name for s in sets)
     return sets, models, settings, out
 

@@ -27,6 +27,8 @@ from typing import Any
 from torch import nn
 
 from hmdc_modules._validation import check_non_negative_float, check_positive_int, describe
+from hmdc_modules.evaluation.augmentation import AUGMENT_MODES, check_lr_schedule
+from hmdc_modules.evaluation.foreign import SetSource
 from hmdc_modules.evaluation.pool import default_learning_rate, model_family
 
 __all__ = ["Cell", "CellResult", "EvalSettings", "ModelSpec", "SetSpec", "resolve_set_path"]
@@ -34,7 +36,7 @@ __all__ = ["Cell", "CellResult", "EvalSettings", "ModelSpec", "SetSpec", "resolv
 SET_FILE = "synthetic.pt"
 """The file a run folder holds its synthetic set in."""
 
-_NOT_COMPARED = ("data_root", "test_batch_size")
+_NOT_COMPARED = ("data_root", "test_batch_size", "metric")
 
 
 def _mapping(data: Any, what: str) -> Mapping[str, Any]:
@@ -67,6 +69,10 @@ def _check_path(arg: str, value: Any) -> str:
 class EvalSettings:
     r"""The training and test settings shared by every cell of an evaluation.
 
+    The defaults are the ``hmdc`` protocol (the HMDC authors' evaluation); see
+    [`protocols`][hmdc_modules.evaluation.protocols] for the ``dsa`` and ``ddranking`` ones and
+    [`protocol_settings`][hmdc_modules.evaluation.protocols.protocol_settings] to build them.
+
     Args:
         epochs: Training epochs (the paper: 2000).
         eval_every: Test every this many epochs (the paper: 10); the last epoch is always tested. 0 tests only
@@ -75,8 +81,10 @@ class EvalSettings:
             (BatchNorm cannot train on one image).
         momentum: SGD momentum (0.9).
         weight_decay: SGD weight decay ($5 \cdot 10^{-4}$).
-        augment: Apply [`DifferentiableAugment`][hmdc_modules.condensation.augment.DifferentiableAugment]
-            (unseeded, one draw per image) to every training batch.
+        augment: The training augmentation: ``"idc"`` (every op on every image, one draw per image: the HMDC
+            authors'), ``"dsa"`` (DSA's one op per batch) or ``"none"`` (see
+            [`augmentation`][hmdc_modules.evaluation.augmentation]). ``True``/``False`` (earlier versions) mean
+            ``"idc"``/``"none"``.
         cutmix_p: Probability of [`cutmix`][hmdc_modules.condensation.augment.cutmix] per batch (0.5); never for
             ViTs; 0 disables it.
         data_root: The CIFAR-10 folder the test split is read from (see
@@ -84,6 +92,18 @@ class EvalSettings:
         test_per_class: Use only the first this many test images of each class (``None``: all 1,000).
         test_batch_size: Batch size of the test passes (memory only; results do not depend on it).
         num_classes: Output classes of the models (10 for CIFAR-10; the set's labels must be below it).
+        protocol: The name of the protocol the settings come from (recorded; ``"hmdc"``, ``"dsa"``,
+            ``"ddranking"``, or any name for a recipe of one's own).
+        lr: The SGD learning rate of every model whose [`ModelSpec`][hmdc_modules.evaluation.records.ModelSpec]
+            gives none; ``None`` (``hmdc``) takes each model's
+            [`default_learning_rate`][hmdc_modules.evaluation.pool.default_learning_rate]. A set's learned rate
+            (MTT) comes first unless ``use_learned_lr`` is false.
+        lr_schedule: ``"constant"``, ``"half"`` or ``"step:N"`` (see
+            [`learning_rate_at`][hmdc_modules.evaluation.augmentation.learning_rate_at]).
+        lr_decay: The factor of each decay of the schedule (0.1).
+        metric: The protocol's reported metric, ``"best"`` (over the tests, selected on the test set) or
+            ``"final"``; both are always recorded, this one is named first in the reports.
+        use_learned_lr: Train with a set's learned learning rate (MTT's ``lr_best.pt``) when it has one.
 
     Raises:
         TypeError: If an argument has the wrong type.
@@ -103,12 +123,18 @@ class EvalSettings:
     batch_size: int = 128
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    augment: bool = True
+    augment: str = "idc"
     cutmix_p: float = 0.5
     data_root: str = "data/cifar10"
     test_per_class: int | None = None
     test_batch_size: int = 500
     num_classes: int = 10
+    protocol: str = "hmdc"
+    lr: float | None = None
+    lr_schedule: str = "constant"
+    lr_decay: float = 0.1
+    metric: str = "best"
+    use_learned_lr: bool = True
 
     def __post_init__(self) -> None:
         check_positive_int("epochs", self.epochs)
@@ -122,8 +148,23 @@ class EvalSettings:
             object.__setattr__(self, name, check_non_negative_float(name, getattr(self, name)))
         if self.cutmix_p > 1.0:
             raise ValueError(f"`cutmix_p` must be in [0, 1], got {self.cutmix_p}")
-        if not isinstance(self.augment, bool):
-            raise TypeError(f"`augment` must be a bool, got {describe(self.augment)}")
+        if isinstance(self.augment, bool):  # earlier versions: on (the IDC mix) or off
+            object.__setattr__(self, "augment", "idc" if self.augment else "none")
+        if not isinstance(self.augment, str):
+            raise TypeError(f"`augment` must be a str, got {describe(self.augment)}")
+        if self.augment not in AUGMENT_MODES:
+            raise ValueError(f"`augment` must be one of {AUGMENT_MODES}, got {self.augment!r}")
+        _check_name("protocol", self.protocol)
+        if self.lr is not None:
+            object.__setattr__(self, "lr", check_non_negative_float("lr", self.lr))
+            if not self.lr > 0.0:
+                raise ValueError(f"`lr` must be > 0 or None, got {self.lr}")
+        check_lr_schedule(self.lr_schedule)
+        object.__setattr__(self, "lr_decay", check_non_negative_float("lr_decay", self.lr_decay))
+        if self.metric not in ("best", "final"):
+            raise ValueError(f"`metric` must be 'best' or 'final', got {self.metric!r}")
+        if not isinstance(self.use_learned_lr, bool):
+            raise TypeError(f"`use_learned_lr` must be a bool, got {describe(self.use_learned_lr)}")
         object.__setattr__(self, "data_root", _check_path("data_root", self.data_root))
 
     def to_dict(self) -> dict[str, Any]:
@@ -147,7 +188,8 @@ class EvalSettings:
     def differences(self, other: EvalSettings) -> dict[str, tuple[Any, Any]]:
         """The settings that change results and differ from ``other``: ``{name: (other's, self's)}``.
 
-        ``data_root`` (the data may move) and ``test_batch_size`` (memory only) are not compared.
+        ``data_root`` (the data may move), ``test_batch_size`` (memory only) and ``metric`` (which of the two
+        recorded accuracies the reports name first) are not compared.
 
         Raises:
             TypeError: If ``other`` is not an ``EvalSettings``.
@@ -163,19 +205,28 @@ class EvalSettings:
 # ----------------------------------------------------------------------------------------------------------------
 
 
+_DETECT = SetSource()
+"""Read a set file by detecting its format, with no options."""
+
+_FOLDER_SETS = (SET_FILE, "images_best.pt", "synthetic_images.pth", "data.pt")
+"""The set files a folder may hold, looked for in this order: this library's run folder, an MTT-style folder, the
+HMDC authors' output folder, an IDC/DREAM folder."""
+
+
 def resolve_set_path(path: str | os.PathLike[str]) -> Path:
-    """The synthetic-set file a command-line argument names: a ``.pt`` file, or a run folder's ``synthetic.pt``.
+    """The synthetic-set file a command-line argument names: a set file, or a folder holding one.
 
     Args:
-        path: A synthetic-set file, or a folder holding ``synthetic.pt`` (what ``examples/hmdc_cifar10.py`` and
-            [`make_random_real_set`][hmdc_modules.evaluation.baselines.make_random_real_set] write).
+        path: A set file, or a folder holding ``synthetic.pt`` (what ``examples/hmdc_cifar10.py`` and
+            [`make_random_real_set`][hmdc_modules.evaluation.baselines.make_random_real_set] write), else MTT's
+            ``images_best.pt``, the HMDC authors' ``synthetic_images.pth`` or IDC/DREAM's ``data.pt``.
 
     Returns:
         The file's path.
 
     Raises:
         TypeError: If ``path`` is not a string or path.
-        FileNotFoundError: If there is no such file, or the folder holds no ``synthetic.pt``.
+        FileNotFoundError: If there is no such file, or the folder holds none of those files.
 
     Examples:
         >>> import tempfile
@@ -186,10 +237,13 @@ def resolve_set_path(path: str | os.PathLike[str]) -> Path:
     """
     path = Path(_check_path("path", path)).expanduser()
     if path.is_dir():
-        candidate = path / SET_FILE
-        if not candidate.is_file():
-            raise FileNotFoundError(f"`path` '{path}' is a folder without '{SET_FILE}': not a run folder")
-        return candidate
+        for name in _FOLDER_SETS:
+            if (path / name).is_file():
+                return path / name
+        others = ", ".join(f"'{name}'" for name in _FOLDER_SETS[1:])
+        raise FileNotFoundError(
+            f"`path` '{path}' is a folder without '{SET_FILE}' (nor {others}): not a run folder or set folder"
+        )
     if not path.is_file():
         raise FileNotFoundError(f"`path` '{path}' is neither a synthetic-set file nor a run folder")
     return path
@@ -197,18 +251,21 @@ def resolve_set_path(path: str | os.PathLike[str]) -> Path:
 
 @dataclass(frozen=True)
 class SetSpec:
-    """A synthetic set to evaluate: its report name and its file.
+    """A synthetic set to evaluate: its report name, its file and how to read it.
 
     Args:
         name: The name in file names and per-set reports; unique within a suite.
-        path: The synthetic-set file (use [`SetSpec.from_path`][hmdc_modules.evaluation.records.SetSpec.from_path]
-            for run folders).
+        path: The set file (use [`SetSpec.from_path`][hmdc_modules.evaluation.records.SetSpec.from_path] for
+            folders).
         group: The column the set's results are pooled into in the reports (``None``: its own ``name``). Give the
             sets that one method condensed with different seeds the same group, so that the reported spread holds
             the condensation's variance as well as the evaluation's.
+        source: How to read the file: its format, normalisation and options
+            ([`SetSource`][hmdc_modules.evaluation.foreign.SetSource]; the default detects the format, which is
+            enough for this library's files and the HMDC authors' ones).
 
     Raises:
-        TypeError: If ``name`` or ``group`` is not a string or ``path`` not a path.
+        TypeError: If ``name`` or ``group`` is not a string, ``path`` not a path or ``source`` not a ``SetSource``.
         ValueError: If ``name`` or ``group`` is empty.
 
     Examples:
@@ -221,6 +278,7 @@ class SetSpec:
     name: str
     path: str
     group: str | None = None
+    source: SetSource = _DETECT
 
     def __post_init__(self) -> None:
         _check_name("name", self.name)
@@ -228,22 +286,31 @@ class SetSpec:
         if self.group is None:
             object.__setattr__(self, "group", self.name)
         object.__setattr__(self, "path", _check_path("path", self.path))
+        if not isinstance(self.source, SetSource):
+            raise TypeError(f"`source` must be a SetSource, got {describe(self.source)}")
 
     @classmethod
-    def from_path(cls, path: str | os.PathLike[str], name: str | None = None, group: str | None = None) -> SetSpec:
-        """A set from a run folder or a ``.pt`` file, named after its folder unless ``name`` is given.
+    def from_path(
+        cls,
+        path: str | os.PathLike[str],
+        name: str | None = None,
+        group: str | None = None,
+        source: SetSource | None = None,
+    ) -> SetSpec:
+        """A set from a folder or a set file, named after its folder unless ``name`` is given.
 
-        The default name is the run folder's name for a folder or a ``synthetic.pt`` file, else the file's stem
+        The default name is the folder's name for a folder or a file a folder is looked up by (``synthetic.pt``,
+        ``images_best.pt``, ``synthetic_images.pth``, ``data.pt``), else the file's stem
         (``sets/dm_ipc10.pt`` -> ``dm_ipc10``).
 
         Raises:
             TypeError: If ``path`` is not a string or path.
-            FileNotFoundError: If ``path`` is neither a file nor a folder holding ``synthetic.pt``.
+            FileNotFoundError: If ``path`` is neither a file nor a folder holding a set file.
         """
         file = resolve_set_path(path)
         if name is None:
-            name = file.resolve().parent.name if file.name == SET_FILE else file.stem
-        return cls(name=name, path=str(file), group=group)
+            name = file.resolve().parent.name if file.name in _FOLDER_SETS else file.stem
+        return cls(name=name, path=str(file), group=group, source=source if source is not None else SetSource())
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -479,7 +546,7 @@ class Cell:
         return cell_key(self.set.name, self.model.display_name, self.seed)
 
 
-_OPTIONAL_RESULT_FIELDS = ("settings", "set_group")
+_OPTIONAL_RESULT_FIELDS = ("settings", "set_group", "set_info")
 
 
 @dataclass(frozen=True)
@@ -506,6 +573,9 @@ class CellResult:
         settings: The [`EvalSettings`][hmdc_modules.evaluation.records.EvalSettings] as a dict.
         set_group: The report column the set is pooled into (``None``: ``set_name``; see
             [`SetSpec`][hmdc_modules.evaluation.records.SetSpec]).
+        set_info: How the set was read and trained on: its ``format`` and ``normalization``, whether soft labels
+            were used, the learned learning rate it holds (``learned_lr``) and the rate the model trained with
+            (``lr``). Empty in records written before it existed.
 
     Examples:
         >>> result = CellResult("s", "s.pt", "", {"label": "convnet", "family": "cnn"}, 0, [0, 1], 4, 6, 2,
@@ -533,6 +603,7 @@ class CellResult:
     seconds: float
     settings: dict[str, Any] = field(default_factory=dict)
     set_group: str | None = None
+    set_info: dict[str, Any] = field(default_factory=dict)
 
     @property
     def model_label(self) -> str:
@@ -585,4 +656,7 @@ class CellResult:
         group = data.get("set_group")
         if group is not None and not isinstance(group, str):
             raise TypeError(f"`data['set_group']` must be a str or None, got {describe(group)}")
-        return cls(**values, settings=dict(data.get("settings", {})), set_group=group)
+        info = data.get("set_info", {})
+        if not isinstance(info, Mapping):
+            raise TypeError(f"`data['set_info']` must be a dict, got {describe(info)}")
+        return cls(**values, settings=dict(data.get("settings", {})), set_group=group, set_info=dict(info))

@@ -28,11 +28,14 @@ def _notes(results: Sequence[CellResult], rows: Sequence[SummaryRow], settings: 
     notes = []
     if settings is not None:
         every = f"every {settings.eval_every} epochs and " if settings.eval_every else ""
+        rate = "per-model learning rates" if settings.lr is None else f"learning rate {settings.lr}"
+        schedule = "" if settings.lr_schedule == "constant" else f" x{settings.lr_decay} ({settings.lr_schedule})"
         notes.append(
-            f"Each model trained {settings.epochs} epochs on the set (SGD, momentum {settings.momentum}, weight "
-            f"decay {settings.weight_decay}, batch {settings.batch_size}, augmentation "
-            f"{'on' if settings.augment else 'off'}, cutmix p {settings.cutmix_p} for CNNs), tested {every}"
-            "after the last epoch."
+            f"Evaluation protocol {settings.protocol}: each model trained {settings.epochs} epochs on the set (SGD, "
+            f"{rate}{schedule}, momentum {settings.momentum}, weight decay {settings.weight_decay}, batch "
+            f"{settings.batch_size}, augmentation {settings.augment}, cutmix p {settings.cutmix_p} for CNNs), tested "
+            f"{every}after the last epoch. The protocol reports the {settings.metric} accuracy; the best one selects "
+            "the epoch on the test set."
         )
     pooled = any(r.num_sets > 1 for r in rows)
     spread = "every seed of every set in the column's group" if pooled else "seeds"

@@ -146,11 +146,11 @@ def _prepare(
     _check_list("sets", sets)
     _check_list("models", models)
     set_specs = [s if isinstance(s, SetSpec) else SetSpec.from_path(s) for s in sets]
-    model_specs = [m if isinstance(m, ModelSpec) else ModelSpec(m) for m in models]
+    model_specs = [train.resolve_model(m if isinstance(m, ModelSpec) else ModelSpec(m), settings) for m in models]
     plan = _Plan(cells=plan_cells(set_specs, model_specs, seeds))
     hashes: dict[str, str] = {}
     for spec in set_specs:
-        stored, hashes[spec.name] = train.read_set(spec.path)  # fails early on a missing or foreign file
+        stored, hashes[spec.name] = train.read_set(spec.path, spec.source)  # fails early on an unreadable file
         plan.classes_of[spec.name] = tuple(sorted(int(c) for c in stored.labels.unique()))
     for spec in model_specs:
         if spec.weights is not None and not Path(spec.weights).is_file():

@@ -1,11 +1,13 @@
-r"""Training one model on a condensed set and testing it on CIFAR-10: the HMDC evaluation protocol.
+r"""Training one model on a condensed set and testing it on CIFAR-10: one cell of an evaluation.
 
-The protocol: SGD with momentum 0.9, weight decay $5 \cdot 10^{-4}$ and a constant
-per-model learning rate, batch 128 over the decoded synthetic set, unseeded differentiable augmentation (DSA,
-the IDC variant) followed by cutmix with probability 0.5 (not for ViTs), soft-target cross entropy; the test images
-are only resized. The test accuracy is measured every ``eval_every`` epochs and after the last one; both the
-final-epoch accuracy and the best one seen are kept. The best one is the HMDC paper's metric; it picks the epoch on
-the test set, so it is optimistic, and the final-epoch accuracy is reported beside it.
+The recipe is the [`EvalSettings`][hmdc_modules.evaluation.records.EvalSettings] (see
+[`protocols`][hmdc_modules.evaluation.protocols] for the named ones). Under the default ``hmdc`` protocol: SGD with
+momentum 0.9, weight decay $5 \cdot 10^{-4}$ and a constant per-model learning rate, batch 128 over the decoded
+synthetic set, unseeded differentiable augmentation (DSA, the IDC variant) followed by cutmix with probability 0.5
+(not for ViTs), soft-target cross entropy (plain cross entropy for hard labels); the test images are only resized.
+The test accuracy is measured every ``eval_every`` epochs and after the last one; both the final-epoch accuracy and
+the best one seen are kept. The best one is the HMDC paper's metric; it picks the epoch on the test set, so it is
+optimistic, and the final-epoch accuracy is reported beside it.
 
 The model trains in training mode and is tested in evaluation mode. (The reference implementation switches to
 evaluation mode before training and never back, which freezes a ResNet's BatchNorm statistics; that quirk is not
@@ -14,6 +16,7 @@ reproduced.)
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import os
@@ -27,12 +30,27 @@ from torch import Tensor, nn
 
 from hmdc_modules._validation import check_positive_int, check_tensor, describe
 from hmdc_modules.distributed import resolve_device
-from hmdc_modules.evaluation.records import Cell, CellResult, EvalSettings
+from hmdc_modules.evaluation.augmentation import (
+    build_augment,
+    build_optimizer,
+    learning_rate_at,
+    restarts_momentum_at,
+)
+from hmdc_modules.evaluation.foreign import SetSource, read_any_set
+from hmdc_modules.evaluation.records import Cell, CellResult, EvalSettings, ModelSpec
 
 if TYPE_CHECKING:
     from hmdc_modules.condensation import SyntheticSet
 
-__all__ = ["evaluate_accuracy", "file_sha256", "load_test_set", "read_set", "run_cell"]
+__all__ = [
+    "cell_learning_rate",
+    "evaluate_accuracy",
+    "file_sha256",
+    "load_test_set",
+    "read_set",
+    "resolve_model",
+    "run_cell",
+]
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:
@@ -52,30 +70,28 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
-def read_set(path: str | os.PathLike[str]) -> tuple[SyntheticSet, str]:
-    """The synthetic set stored in ``path`` and the SHA-256 of that file's bytes: what one cell needs of its set.
+def read_set(path: str | os.PathLike[str], source: SetSource | None = None) -> tuple[SyntheticSet, str]:
+    """The set stored in ``path`` and the SHA-256 of the bytes it was read from: what one cell needs of its set.
 
     Args:
-        path: A file written by [`save_synthetic_set`][hmdc_modules.condensation.synthetic.save_synthetic_set].
+        path: A file written by [`save_synthetic_set`][hmdc_modules.condensation.synthetic.save_synthetic_set], or a
+            set file of another tool (see [`foreign`][hmdc_modules.evaluation.foreign]).
+        source: How to read it (``None``: detect the format).
 
     Returns:
         ``(set, sha256)``: the set as
-        [`read_synthetic_set`][hmdc_modules.condensation.synthetic.read_synthetic_set] returns it (images still
-        packed), and the hex digest that [`CellResult.set_sha256`][hmdc_modules.evaluation.records.CellResult]
-        records.
+        [`read_any_set`][hmdc_modules.evaluation.foreign.read_any_set] returns it (images still packed), and the
+        hex digest that [`CellResult.set_sha256`][hmdc_modules.evaluation.records.CellResult] records.
 
     Raises:
         TypeError: If ``path`` is not a string or path.
         FileNotFoundError: If there is no such file.
-        ValueError: If the file is not a synthetic set (one line naming the file).
+        ValueError: If the file is not a set in a known format, or a required option is missing (one line naming
+            the file).
     """
-    from hmdc_modules.condensation import read_synthetic_set
-
     if not isinstance(path, str | os.PathLike):
         raise TypeError(f"`path` must be a str or path, got {describe(path)}")
-    stored = read_synthetic_set(path)
-    # Hashed apart from the parse until the kit's reader takes bytes (then: one read, parsed and hashed).
-    return stored, file_sha256(path)
+    return read_any_set(path, source)
 
 
 def load_test_set(settings: EvalSettings, classes: Sequence[int] | None = None) -> tuple[Tensor, Tensor]:
@@ -213,12 +229,12 @@ def _train_epoch(
     for index in _batches(torch.randperm(images.shape[0], generator=order), settings.batch_size):
         index = index.to(images.device)
         x, y = images[index], labels[index]
-        target: Tensor = y
+        target: Tensor = y  # class indices, or soft targets (a set's learned labels)
         with torch.no_grad():
             if augment is not None:
                 x = augment(x, generator=draws)
             if use_cutmix:
-                x, target = cutmix(x, y, settings.num_classes, p=settings.cutmix_p, generator=draws)
+                x, target = cutmix(x, target, settings.num_classes, p=settings.cutmix_p, generator=draws)
             x = _resize(x, image_size)
         loss = soft_cross_entropy(model(x), target)
         optimizer.zero_grad(set_to_none=True)
@@ -227,6 +243,34 @@ def _train_epoch(
         total += loss.detach() * x.shape[0]  # summed on the device: no synchronisation per step
         seen += x.shape[0]
     return float(total) / seen
+
+
+def resolve_model(spec: ModelSpec, settings: EvalSettings) -> ModelSpec:
+    """``spec`` with the settings' learning rate filled in when it gives none (``settings.lr``; the record then
+    names the rate trained with).
+
+    Examples:
+        >>> from hmdc_modules.evaluation.protocols import protocol_settings
+        >>> resolve_model(ModelSpec("resnet18"), protocol_settings("dsa")).learning_rate
+        0.01
+        >>> resolve_model(ModelSpec("resnet18"), EvalSettings()).learning_rate
+        0.001
+    """
+    if not isinstance(spec, ModelSpec):
+        raise TypeError(f"`spec` must be a ModelSpec, got {describe(spec)}")
+    if not isinstance(settings, EvalSettings):
+        raise TypeError(f"`settings` must be an EvalSettings, got {describe(settings)}")
+    if spec.lr is None and settings.lr is not None:
+        return dataclasses.replace(spec, lr=settings.lr)
+    return spec
+
+
+def cell_learning_rate(spec: ModelSpec, settings: EvalSettings, learned_lr: float | None) -> float:
+    """The first-epoch learning rate of a cell: the set's learned rate when it has one and ``use_learned_lr``,
+    else the model's own, else ``settings.lr``, else the model's default."""
+    if learned_lr is not None and settings.use_learned_lr:
+        return float(learned_lr)
+    return resolve_model(spec, settings).learning_rate
 
 
 def run_cell(
@@ -274,7 +318,6 @@ def run_cell(
     from tqdm.auto import tqdm
 
     from hmdc_modules.condensation import (
-        DifferentiableAugment,
         decode_formation,
         decode_formation_labels,
         derive_seed,
@@ -290,7 +333,7 @@ def run_cell(
     device = resolve_device(device)
     started = time.perf_counter()
 
-    stored, sha256 = read_set(cell.set.path)
+    stored, sha256 = read_set(cell.set.path, cell.set.source)
     classes = sorted(int(c) for c in stored.labels.unique())
     if classes[0] < 0 or classes[-1] >= settings.num_classes:
         raise ValueError(
@@ -300,25 +343,53 @@ def run_cell(
     test_x = normalize(test_images, stored.mean, stored.std).to(device)
     test_y = test_labels.to(device)
     train_x = decode_formation(stored.images, stored.factor).to(device=device, dtype=torch.float32)
-    train_y = decode_formation_labels(stored.labels, stored.factor).to(device)
+    soft = stored.extra.get("soft_labels")
+    if isinstance(soft, Tensor):
+        if soft.shape[1] != settings.num_classes:
+            raise ValueError(
+                f"set '{cell.set.path}' has soft labels over {soft.shape[1]} classes, expected "
+                f"num_classes={settings.num_classes}"
+            )
+        train_y = soft.to(device=device, dtype=torch.float32)
+    else:
+        train_y = decode_formation_labels(stored.labels, stored.factor).to(device)
+    learned = stored.extra.get("learned_lr")
+    learned_lr = float(learned) if isinstance(learned, int | float) and not isinstance(learned, bool) else None
 
-    spec, seed = cell.model, cell.seed
+    spec, seed = resolve_model(cell.model, settings), cell.seed
+    base_lr = cell_learning_rate(spec, settings, learned_lr)
+    source = stored.extra.get("source", {})
+    set_info = {
+        "format": source.get("format", "hmdc") if isinstance(source, dict) else "hmdc",
+        "normalization": source.get("normalization") if isinstance(source, dict) else None,
+        "mean": list(stored.mean),
+        "std": list(stored.std),
+        "soft_labels": isinstance(soft, Tensor),
+        "learned_lr": learned_lr,
+        "lr": base_lr,
+    }
     fork_devices = [device.index or 0] if device.type == "cuda" else []
     history: list[tuple[int, float]] = []
     epoch_loss = math.nan
     with torch.random.fork_rng(devices=fork_devices):
         torch.manual_seed(seed)
         model = spec.build(settings.num_classes).to(device)
-        optimizer = torch.optim.SGD(
-            model.parameters(), lr=spec.learning_rate, momentum=settings.momentum, weight_decay=settings.weight_decay
+        optimizer = build_optimizer(
+            model.parameters(), base_lr, momentum=settings.momentum, weight_decay=settings.weight_decay
         )
         order = torch.Generator().manual_seed(derive_seed(seed, 0, modulus=_SEED_MODULUS))
         draws = torch.Generator().manual_seed(derive_seed(seed, 1, modulus=_SEED_MODULUS))
-        augment = DifferentiableAugment() if settings.augment else None
+        augment = build_augment(settings.augment)
         use_cutmix = settings.cutmix_p > 0.0 and spec.family != "vit"
         name = f"{cell.set.name} / {spec.display_name} / seed {seed}"
         bar = tqdm(range(1, settings.epochs + 1), desc=name, unit="ep", leave=False, disable=not progress)
         for epoch in bar:
+            if restarts_momentum_at(settings.lr_schedule, epoch - 1, settings.epochs):
+                optimizer.state.clear()  # DC/DSA build a new optimiser at the decay
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate_at(
+                    settings.lr_schedule, base_lr, epoch - 1, settings.epochs, settings.lr_decay
+                )
             epoch_loss = _train_epoch(
                 model,
                 optimizer,
@@ -360,4 +431,5 @@ def run_cell(
         seconds=time.perf_counter() - started,
         settings=settings.to_dict(),
         set_group=cell.set.group,
+        set_info=set_info,
     )
