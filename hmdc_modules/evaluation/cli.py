@@ -22,7 +22,17 @@ if TYPE_CHECKING:
 __all__ = ["build_parser", "build_random_parser", "main"]
 
 _PAPER_ALIAS = "paper"
-_USER_ERRORS = (OSError, ValueError, TypeError)  # FileNotFoundError and PermissionError are OSErrors
+_PAPER_FT_ALIAS = "paper-ft"
+_BASE_ERRORS = (OSError, ValueError, TypeError)  # FileNotFoundError and PermissionError are OSErrors
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    """The errors that end the command with one line: bad input, and hub weights out of reach."""
+    try:
+        from hmdc_modules.condensation import PretrainedWeightsUnavailable  # type: ignore[attr-defined]
+    except ImportError:  # not re-exported by the kit package yet
+        from hmdc_modules.condensation.models import PretrainedWeightsUnavailable
+    return (*_BASE_ERRORS, PretrainedWeightsUnavailable)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -154,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     from hmdc_modules import evaluate
     from hmdc_modules.evaluation.augmentation import AUGMENT_MODES
     from hmdc_modules.evaluation.foreign import SET_FORMATS
-    from hmdc_modules.evaluation.pool import PAPER_POOL
+    from hmdc_modules.evaluation.pool import PAPER_FT_POOL, PAPER_POOL
     from hmdc_modules.evaluation.protocols import DEFAULT_PROTOCOL, PROTOCOLS
 
     parser = argparse.ArgumentParser(
@@ -181,8 +191,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--models",
         default=_PAPER_ALIAS,
-        help="comma-separated 'convnet' or timm names; 'paper' (the default) stands for the paper's seven: "
-        + ", ".join(PAPER_POOL),
+        help="comma-separated entries: 'convnet' or a timm name (from scratch); NAME_ft (timm's pretrained weights, "
+        "backbone loaded, head new, fine-tuned); NAME@weights=FILE or NAME@pretrained=TAG (labelled NAME_ft), "
+        "optionally @label=LABEL. 'paper' (the default) stands for the paper's seven from scratch: "
+        + ", ".join(PAPER_POOL)
+        + "; 'paper-ft' for the paper's pool as the authors ran it: "
+        + ", ".join(PAPER_FT_POOL)
+        + " (pretrained at 224 px, ConvNet at 32)",
     )
     parser.add_argument(
         "--seeds",
@@ -265,10 +280,15 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="NAME=PATH",
-        help="start model NAME from this local weights file (repeatable); default: from scratch, nothing downloaded",
+        help="start model NAME (its label) from this local weights file (repeatable), the same as NAME@weights=PATH "
+        "in --models; default: from scratch, nothing downloaded",
     )
     parser.add_argument(
-        "--image-size", type=_positive_int, default=32, help="input side the models see (default: %(default)s)"
+        "--image-size",
+        type=_positive_int,
+        default=None,
+        help="input side the models see (default: 32; 224 for hub-pretrained _ft entries; a library weights "
+        "file's recorded size)",
     )
     parser.add_argument(
         "--patch-size",
@@ -355,41 +375,71 @@ def _per_set(parser: argparse.ArgumentParser, args: argparse.Namespace, option: 
 
 
 def _model_specs(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[ModelSpec]:
-    from hmdc_modules.evaluation.pool import PAPER_POOL, model_family
+    from hmdc_modules.evaluation.pool import (
+        PAPER_FT_POOL,
+        PAPER_POOL,
+        PRETRAINED_IMAGE_SIZE,
+        model_family,
+        parse_model_entry,
+    )
     from hmdc_modules.evaluation.records import ModelSpec
 
-    names: list[str] = []
+    entries: list[dict[str, Any]] = []
     for part in args.models.split(","):
         part = part.strip()
         if part == _PAPER_ALIAS:
-            names.extend(PAPER_POOL)
+            entries.extend(parse_model_entry(name) for name in PAPER_POOL)
+        elif part == _PAPER_FT_ALIAS:
+            entries.extend(parse_model_entry(name) for name in PAPER_FT_POOL)
         elif part:
-            names.append(part)
-    if not names:
+            entries.append(parse_model_entry(part))
+    if not entries:
         parser.error(f"--models must name at least one model, got {args.models!r}")
+    labels = [entry.get("label", entry["name"]) for entry in entries]
     for option, pairs in (("--lr", args.lr), ("--weights", args.weights)):
         given = [name for name, _ in pairs]
-        unknown = sorted(set(given) - set(names))
+        unknown = sorted(set(given) - set(labels))
         if unknown:
-            parser.error(f"{option} names models that are not in --models: {unknown} (models: {names})")
+            parser.error(f"{option} names models that are not in --models: {unknown} (models: {labels})")
         repeated = sorted({name for name in given if given.count(name) > 1})
         if repeated:
             parser.error(f"{option} is given more than once for {repeated}")
     rates, weights = dict(args.lr), dict(args.weights)
     specs = []
-    for name in names:
+    for entry, label in zip(entries, labels, strict=True):
+        name = entry["name"]
         family = model_family(name)
+        file = weights.get(label, entry.get("weights"))
+        if label in weights and "pretrained" in entry:
+            parser.error(f"--weights gives a file to {label}, which names hub weights; drop one of them")
+        image_size, patch_size = args.image_size, args.patch_size if family == "vit" else None
+        if image_size is None:
+            image_size = PRETRAINED_IMAGE_SIZE if "pretrained" in entry else _recorded(file, "image_size") or 32
+        if family == "vit" and patch_size is None and args.image_size is None:
+            patch_size = _recorded(file, "patch_size")
         specs.append(
             ModelSpec(
                 name,
-                lr=rates.get(name),
-                weights=weights.get(name),
-                image_size=args.image_size,
-                patch_size=args.patch_size if family == "vit" else None,
+                lr=rates.get(label),
+                weights=file,
+                pretrained=entry.get("pretrained"),
+                image_size=image_size,
+                patch_size=patch_size,
                 width=args.convnet_width if name.lower() == "convnet" else None,
+                label=entry.get("label"),
             )
         )
     return specs
+
+
+def _recorded(file: str | None, field: str) -> int | None:
+    """What a library weights file records about its model (``image_size``, ``patch_size``), else ``None``."""
+    if file is None or not Path(file).is_file():
+        return None
+    from hmdc_modules.evaluation.records import weights_file_info
+
+    info = weights_file_info(file)
+    return None if info is None else getattr(info, field)
 
 
 def _settings(parser: argparse.ArgumentParser, args: argparse.Namespace) -> EvalSettings:
@@ -470,7 +520,7 @@ def _run_random(argv: Sequence[str]) -> int:
             progress=not args.quiet,
             overwrite=args.overwrite,
         )
-    except _USER_ERRORS as error:
+    except _user_errors() as error:
         _fail(parser, str(error))
     print(f"wrote {path}")
     return 0
@@ -484,13 +534,13 @@ def _evaluate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
     try:
         ctx = init_distributed(args.device)  # checks the device name before any process group
-    except _USER_ERRORS as error:
+    except _user_errors() as error:
         _fail(parser, str(error))
     try:
         failure: Exception | None = None
         try:
             sets, models, settings, out = _records(parser, args)
-        except _USER_ERRORS as error:
+        except _user_errors() as error:
             failure = error
         if any_rank(failure is not None, ctx):  # a set missing on one machine stops every rank
             raise failure or ValueError("another rank could not read the arguments (see its error line)")
@@ -501,7 +551,7 @@ def _evaluate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
         hint = f"the finished cells are stored in {out}: run the same command again to continue"
         status = run_guarded(job, ctx, resume_hint=hint)
-    except _USER_ERRORS as error:
+    except _user_errors() as error:
         _fail(parser, str(error), ctx)
     finally:
         shutdown_distributed(ctx)

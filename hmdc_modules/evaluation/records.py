@@ -31,7 +31,7 @@ from hmdc_modules.evaluation.augmentation import AUGMENT_MODES, check_lr_schedul
 from hmdc_modules.evaluation.foreign import SetSource
 from hmdc_modules.evaluation.pool import default_learning_rate, model_family
 
-__all__ = ["Cell", "CellResult", "EvalSettings", "ModelSpec", "SetSpec", "resolve_set_path"]
+__all__ = ["Cell", "CellResult", "EvalSettings", "ModelSpec", "SetSpec", "resolve_set_path", "weights_file_info"]
 
 SET_FILE = "synthetic.pt"
 """The file a run folder holds its synthetic set in."""
@@ -327,9 +327,13 @@ class ModelSpec:
             ``"vit_tiny_patch16_224"``, ``"test_vit"``, ...).
         lr: SGD learning rate; ``None`` takes
             [`default_learning_rate`][hmdc_modules.evaluation.pool.default_learning_rate] of ``name``.
-        weights: A local weights file to start from (see
-            [`load_weights`][hmdc_modules.condensation.models.factory.load_weights]; the classifier head stays
-            freshly initialised). ``None`` (the default) trains from scratch. Never downloaded.
+        weights: A local weights file to start from: a file of ``python -m hmdc_modules.pretrain``, a timm
+            checkpoint or a state dict (see [`create_model`][hmdc_modules.condensation.models.factory.create_model]):
+            the backbone is loaded, the classifier head is new. ``None`` (the default) trains from scratch. Never
+            downloaded.
+        pretrained: ``True`` or a timm tag: start from timm's pretrained weights (timm's loader and cache; offline
+            it fails at once with one line), backbone loaded, head new. Exclusive with ``weights``. The paper's
+            ``_ft`` models.
         image_size: The side the model sees: the 32x32 images are resized to it (bilinear) after augmentation and
             before testing.
         patch_size: Patch size of a ViT; ``None`` picks one: ``image_size // 8`` below 224 (4 at 32) and the
@@ -361,9 +365,22 @@ class ModelSpec:
     patch_size: int | None = None
     width: int | None = None
     label: str | None = None
+    pretrained: bool | str | None = None
 
     def __post_init__(self) -> None:
         family = model_family(self.name)  # checks the name
+        if self.pretrained is False:
+            object.__setattr__(self, "pretrained", None)
+        if self.pretrained is not None:
+            if not (self.pretrained is True or (isinstance(self.pretrained, str) and self.pretrained.strip())):
+                raise TypeError(f"`pretrained` must be True, a timm tag or None, got {describe(self.pretrained)}")
+            if self.weights is not None:
+                raise ValueError(
+                    f"`pretrained` and `weights` are exclusive, got pretrained={self.pretrained!r} and "
+                    f"weights={self.weights!r}"
+                )
+            if self.name.lower() == "convnet":
+                raise ValueError("`pretrained`: the ConvNet has no hub weights; give it a weights file instead")
         if self.lr is not None:
             if isinstance(self.lr, bool) or not isinstance(self.lr, int | float):
                 raise TypeError(f"`lr` must be a float or None, got {describe(self.lr)}")
@@ -424,6 +441,7 @@ class ModelSpec:
             "image_size": self.image_size,
             "patch_size": self.effective_patch_size,
             "width": self.width,
+            **({"pretrained": self.pretrained} if self.pretrained is not None else {}),
         }
 
     @classmethod
@@ -446,6 +464,7 @@ class ModelSpec:
             patch_size=data.get("patch_size") if family == "vit" else None,
             width=data.get("width"),
             label=data.get("label"),
+            pretrained=data.get("pretrained"),
         )
 
     def build(self, num_classes: int = 10) -> nn.Module:
@@ -474,9 +493,12 @@ class ModelSpec:
 
         check_positive_int("num_classes", num_classes)
         if self.name.lower() == "convnet":
+            if self.weights is not None and self.width in (None, 128):  # the kit's loader: backbone loaded, new head
+                return create_model("convnet", num_classes, image_size=self.image_size, weights=self.weights).train()
             model: nn.Module = ConvNet(num_classes=num_classes, width=self.width or 128, image_size=self.image_size)
             if self.weights is not None:
                 load_weights(model, self.weights)
+                model.classifier.reset_parameters()
             return model.train()
         model = create_model(
             self.name,
@@ -484,9 +506,20 @@ class ModelSpec:
             image_size=self.image_size,
             patch_size=self.effective_patch_size,
             weights=self.weights,
+            pretrained=self.pretrained,
         )
         _use_fused_attention(model)
         return model.train()
+
+
+def weights_file_info(path: str | os.PathLike[str]) -> Any:
+    """The architecture a library weights file records (``WeightsInfo``: image size, patch size, ...), or ``None``
+    for any other weights file."""
+    try:
+        from hmdc_modules.condensation import read_weights_info  # type: ignore[attr-defined]
+    except ImportError:  # not re-exported by the kit package yet
+        from hmdc_modules.condensation.models import read_weights_info
+    return read_weights_info(path)
 
 
 def _use_fused_attention(model: nn.Module) -> None:

@@ -155,6 +155,9 @@ def _prepare(
     for spec in model_specs:
         if spec.weights is not None and not Path(spec.weights).is_file():
             raise FileNotFoundError(f"`models`: no weights file at '{spec.weights}' for '{spec.display_name}'")
+    for spec in model_specs:  # weights that do not fit, or hub weights out of reach, stop the run before any write
+        if spec.weights is not None or spec.pretrained is not None:
+            spec.build(settings.num_classes)
 
     if out.exists() and not out.is_dir():
         raise ValueError(f"`out` '{out}' is a file, expected an output folder")
