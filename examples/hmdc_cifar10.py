@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 import time
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from tqdm import tqdm
 from hmdc_modules import CNNAdapter, GradientBalancer, SpatialSemanticDecomposer, auto_adapter
 from hmdc_modules import condensation as kit
 from hmdc_modules import distributed as ranks
+from hmdc_modules.condensation.run_folder import RunFolder, RunFolderError, resume_settings
 from hmdc_modules.functional import normalize_image_gradients
 from hmdc_modules.objective import HMDCObjective, NonFiniteLossError
 
@@ -328,56 +328,52 @@ def train_networks(cfg: Config, nets: HMDCObjective, optimizers: list[Any], real
 
 
 # ------------------------------------------------------------------------------------------------------- run folder
-RUN_FILES = ("config.json", "checkpoint.pt", "checkpoint.prev.pt", "synthetic.pt", "metrics.csv", "grid.png",
-             "losses.png", "balancer.png")  # fmt: skip
+ARTEFACTS = ("synthetic.pt", "grid.png", "losses.png", "balancer.png")  # besides config, checkpoints and metrics
 
 
 def read_checkpoint(cfg: Config, given: set[str], ctx: ranks.DistributedContext) -> tuple[dict[str, Any], Config]:
     """Rank 0 reads the newest readable checkpoint (or the previous one); its settings are the run's."""
+    folder = RunFolder(cfg.out, artefacts=ARTEFACTS)
     try:  # only rank 0's machine needs the run folder
-        found = ranks.on_main(lambda: kit.load_latest_checkpoint(Path(cfg.out) / "checkpoint.pt"), ctx,
-                              errors=(FileNotFoundError, kit.CheckpointError))  # fmt: skip
-    except (FileNotFoundError, kit.CheckpointError) as err:
+        found = ranks.on_main(folder.load_checkpoint, ctx, errors=(RunFolderError,))
+        if found.message and ctx.is_main:
+            print(f"warning: {found.message}", file=sys.stderr)
+        old = resume_settings(folder.settings_from(found), cfg.settings(), given, defaults=Config().settings())
+    except RunFolderError as err:
         raise SettingError(f"--resume: {err}") from None
-    if found.message and ctx.is_main:
-        print(f"warning: {found.message}", file=sys.stderr)
-    old = dataclasses.replace(Config(), **{k: v for k, v in found.state["config"].items() if k in cfg.settings()})
-    clashes = [f"--{n.replace('_', '-')} (checkpoint: {getattr(old, n)!r}, given: {getattr(cfg, n)!r})"
-               for n in sorted(given - set(LOCATIONS)) if getattr(old, n) != getattr(cfg, n)]  # fmt: skip
-    if clashes:
-        raise SettingError(f"--resume: settings differ from the checkpoint's: {', '.join(clashes)}")
-    return found.state, dataclasses.replace(old, **{n: getattr(cfg, n) for n in LOCATIONS})
+    return found.state, dataclasses.replace(cfg, **old)
 
 
 def save_run(cfg: Config, state: RunState, real: RealData, names: tuple[str, ...]) -> None:
     """Artefacts, then the checkpoint, each written atomically: a stop between them redoes one (deterministic)
     outer iteration; the checkpoint it replaces is kept as checkpoint.prev.pt."""
-    root, syn = Path(cfg.out), state.synthetic.detach().cpu()
+    folder, syn = RunFolder(cfg.out, artefacts=ARTEFACTS), state.synthetic.detach().cpu()
     labels = torch.tensor(real.classes).repeat_interleave(cfg.ipc)
-    kit.save_synthetic_set(root / "synthetic.pt", syn.flatten(0, 1), labels, mean=kit.CIFAR10_MEAN,
+    kit.save_synthetic_set(folder.path("synthetic.pt"), syn.flatten(0, 1), labels, mean=kit.CIFAR10_MEAN,
                            std=kit.CIFAR10_STD, factor=cfg.factor, ipc=cfg.ipc, iteration=state.iteration)  # fmt: skip
-    kit.save_image_grid(syn, root / "grid.png", mean=kit.CIFAR10_MEAN, std=kit.CIFAR10_STD, scale=2)
+    kit.save_image_grid(syn, folder.path("grid.png"), mean=kit.CIFAR10_MEAN, std=kit.CIFAR10_STD, scale=2)
     if state.metrics:  # plain CSV: numbers only, after the header
-        rows = [list(state.metrics[0]), *(list(row.values()) for row in state.metrics)]
-        kit.atomic_write_text(root / "metrics.csv", "".join(",".join(map(str, r)) + "\n" for r in rows))
-        kit.plot_metrics(root / "metrics.csv", root / "losses.png", columns=[*names, "model_loss"], title="HMDC losses")
+        folder.write_metrics(state.metrics)
+        kit.plot_metrics(folder.path("metrics.csv"), folder.path("losses.png"), columns=[*names, "model_loss"],
+                         title="HMDC losses")  # fmt: skip
     if state.balancer is not None:
-        kit.plot_balancer_history(state.balancer.history_arrays(), root / "balancer.png", loss_names=names,
+        kit.plot_balancer_history(state.balancer.history_arrays(), folder.path("balancer.png"), loss_names=names,
                                   title=f"HMDC gradient balancing ({len(real.classes)} classes)")  # fmt: skip
-    kit.save_checkpoint({"config": cfg.settings(), "synthetic": syn, "iteration": state.iteration,
-                         "image_optimizer": state.image_optimizer.state_dict(), "metrics": state.metrics,
-                         "balancer": None if state.balancer is None else state.balancer.state_dict()},
-                        root / "checkpoint.pt")  # fmt: skip
+    folder.save_checkpoint({"config": cfg.settings(), "synthetic": syn, "iteration": state.iteration,
+                            "image_optimizer": state.image_optimizer.state_dict(), "metrics": state.metrics,
+                            "balancer": None if state.balancer is None else state.balancer.state_dict()})  # fmt: skip
 
 
 # -------------------------------------------------------------------------------------------------------- main loop
 def run(cfg: Config, given: set[str], ctx: ranks.DistributedContext) -> None:
     """Validate every setting, then condense; nothing is written before every setting is known to work."""
-    device, saved, out = ctx.device, {}, Path(cfg.out)
+    device, saved, folder = ctx.device, {}, RunFolder(cfg.out, artefacts=ARTEFACTS)
     if cfg.resume:
         saved, cfg = read_checkpoint(cfg, given, ctx)
-    elif any((out / name).exists() for name in RUN_FILES) and not cfg.overwrite:
-        raise SettingError(f"--out: {cfg.out!r} holds a run; continue it with --resume or replace it with --overwrite")
+    try:
+        folder.check_new(overwrite=cfg.overwrite or cfg.resume)
+    except RunFolderError as err:
+        raise SettingError(f"--out: {err}") from None
     torch.use_deterministic_algorithms(True, warn_only=device.type != "cpu")
     class_names, classes = read_classes(cfg)
     names = build_networks(cfg, len(class_names), device, 0)[0].loss_names  # the models can be built
@@ -397,9 +393,7 @@ def run(cfg: Config, given: set[str], ctx: ranks.DistributedContext) -> None:
     if state.balancer is not None:
         ranks.sync_balancer_(state.balancer, owned, ctx)  # the common starting point of the per-rank statistics
     if ctx.is_main and not cfg.resume:  # every setting is valid: only now replace an old run (--overwrite)
-        for name in RUN_FILES:
-            (out / name).unlink(missing_ok=True)
-        kit.atomic_write_text(out / "config.json", json.dumps(cfg.settings(), indent=2) + "\n")
+        folder.start(cfg.settings())
         save_run(cfg, state, real, names)
     augment = kit.DifferentiableAugment().to(device)
     with tqdm(total=cfg.iterations * cfg.inner_steps, initial=state.iteration * cfg.inner_steps,
