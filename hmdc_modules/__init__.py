@@ -1,7 +1,7 @@
 """hmdc_modules: Heterogeneous Model Dataset Condensation (HMDC, ECCV 2024) as composable PyTorch modules.
 
-The top level holds the method: the four modules, the per-class objective that composes them, the adapters and
-feature types, and the functional forms. The
+The top level holds the method: the four modules (and the feature-statistics matcher for distribution matching),
+the per-class objective that composes them, the adapters and feature types, and the functional forms. The
 condensation kit (augmentation, formation, selection, models, datasets, I/O, plots) lives in
 [`hmdc_modules.condensation`][hmdc_modules.condensation], the evaluation suite in
 [`hmdc_modules.evaluation`][hmdc_modules.evaluation].
@@ -25,11 +25,13 @@ from hmdc_modules.adapters import (
 from hmdc_modules.balancer import BalancerRecord, GradientBalancer
 from hmdc_modules.decomposition import SpatialSemanticDecomposer
 from hmdc_modules.distillation import MutualDistillationLoss
+from hmdc_modules.feature_matching import HeterogeneousFeatureMatcher
 from hmdc_modules.features import AdapterOutput, FeatureMap, FeatureSpec, logits_of
 from hmdc_modules.functional import (
     balance_weights,
     gradient_distance,
     match_gradients,
+    mean_embedding_distance,
     mutual_distillation_loss,
     normalize_image_gradients,
     soft_cross_entropy,
@@ -51,6 +53,7 @@ __all__ = [
     "FeatureSpec",
     "GradientBalancer",
     "HMDCObjective",
+    "HeterogeneousFeatureMatcher",
     "HeterogeneousGradientMatcher",
     "HookAdapter",
     "MutualDistillationLoss",
@@ -68,6 +71,7 @@ __all__ = [
     "hmdc_losses",
     "logits_of",
     "match_gradients",
+    "mean_embedding_distance",
     "mutual_distillation_loss",
     "normalize_image_gradients",
     "soft_cross_entropy",

@@ -1,8 +1,8 @@
 """The condensation kit: what a condensation loop needs around the HMDC modules.
 
 Augmentation, multi-formation, real-sample selection, models (with pretrained weights), datasets and splits, the
-synthetic-set file format, run I/O (atomic writes, checkpoints), seeds and plots. The method itself (balancer,
-matcher, decomposer, distillation, objective, adapters) is exported by [`hmdc_modules`][hmdc_modules].
+synthetic-set file format, run I/O (atomic writes, checkpoints, run folders), seeds and plots. The method itself
+(balancer, matchers, decomposer, distillation, objective, adapters) is exported by [`hmdc_modules`][hmdc_modules].
 """
 
 from hmdc_modules.condensation.augment import AugmentParams, CutMix, DifferentiableAugment, cutmix
@@ -51,6 +51,7 @@ from hmdc_modules.condensation.models import (
 )
 from hmdc_modules.condensation.normalization import denormalize, normalize
 from hmdc_modules.condensation.plots import plot_balancer_history, plot_metrics, save_image_grid
+from hmdc_modules.condensation.run_folder import RunFolder, RunFolderError, resume_settings
 from hmdc_modules.condensation.seeding import SEED_MODULUS, derive_seed
 from hmdc_modules.condensation.selection import (
     KMeansResult,
@@ -87,6 +88,8 @@ __all__ = [
     "KMeansResult",
     "LoadedCheckpoint",
     "PretrainedWeightsUnavailable",
+    "RunFolder",
+    "RunFolderError",
     "SyntheticSet",
     "SyntheticSetError",
     "WeightsInfo",
@@ -125,6 +128,7 @@ __all__ = [
     "read_synthetic_set",
     "read_weights_info",
     "reset_head",
+    "resume_settings",
     "save_checkpoint",
     "save_figure",
     "save_image_grid",
