@@ -188,3 +188,12 @@ def test_mkdocs_build_strict(tmp_path: Path) -> None:
         text = html.read_text()
         for host in ("cdn.jsdelivr.net", "unpkg.com", "fonts.googleapis.com", "polyfill.io"):
             assert host not in text, f"{html.relative_to(site)} loads from {host}"
+
+
+def test_home_page_quotes_the_command_that_regenerates_its_figures() -> None:
+    script = (REPO / "scripts" / "docs_figures.py").read_text()
+    args = re.search(r'RUN_ARGS = \(\n\s*"(.*?)"\n\s*"(.*?)"\n\)', script, flags=re.S)
+    assert args, "scripts/docs_figures.py lost its RUN_ARGS"
+    quoted = " ".join(part.strip() for part in args.groups())
+    home = (DOCS / "index.md").read_text()
+    assert f"python examples/hmdc_cifar10.py {quoted}" in home
