@@ -76,6 +76,7 @@ class Config:
     balance_interval: int = opt(10, "the balancer samples every this many calls per class (§1.1)", low=1)
     lr_projection: float = opt(1e-2, "Adam learning rate of projections and matching matrix (§4.3)", above=0)
     distance: str = opt("sse", "gradient distance (§2)", choices=["sse", "dc", "mse", "cosine"])
+    precision: str = opt("fp32", "bf16: autocast (experimental); tf32: CUDA", choices=["fp32", "bf16", "tf32"])
     reference_exact: bool = opt(False, "as the authors' code: ConvNet's last tap duplicated, balancer init 1e-6")
     single_model: bool = opt(False, "ablation: model A alone (no model B, no distillation)")
     no_balancer: bool = opt(False, "ablation: weight every loss 1")
@@ -198,7 +199,7 @@ def build_networks(cfg: Config, num_classes: int, device: torch.device, iteratio
     decomposer = SpatialSemanticDecomposer(adapters, image_size=32).to(device) if distill else None
     projection_optimizer = torch.optim.Adam(decomposer.parameters(), lr=cfg.lr_projection) if decomposer else None
     objective = HMDCObjective(adapters, decomposer=decomposer, balancer=balancer, distance=cfg.distance,
-                              model_names=[s[0] for s in specs])  # fmt: skip
+                              model_names=[s[0] for s in specs], precision=cfg.precision)  # fmt: skip
     return objective, [torch.optim.SGD(groups), projection_optimizer]
 
 
@@ -375,6 +376,8 @@ def run(cfg: Config, given: set[str], ctx: ranks.DistributedContext) -> None:
     except RunFolderError as err:
         raise SettingError(f"--out: {err}") from None
     torch.use_deterministic_algorithms(True, warn_only=device.type != "cpu")
+    if cfg.precision == "tf32" and device.type != "cuda":
+        raise SettingError(f"--precision tf32 needs a CUDA device, got {device.type!r} (use fp32 or bf16)")
     class_names, classes = read_classes(cfg)
     names = build_networks(cfg, len(class_names), device, 0)[0].loss_names  # the models can be built
     real = load_real_data(cfg, class_names, classes, device)

@@ -112,6 +112,22 @@ def test_images_change_and_stay_in_pixel_range(finished: Path, tmp_path: Path) -
     assert pixels.min() >= -1e-5 and pixels.max() <= 1 + 1e-5
 
 
+def test_bf16_runs_end_to_end_and_keeps_float32_state(finished: Path, fake_cifar: Path, tmp_path: Path) -> None:
+    """The finished run's settings under bf16 autocast: stored images, optimiser and balancer state stay float32;
+    the arithmetic differs from fp32 (the images are not bitwise the fp32 run's) but the losses are finite."""
+    out = tmp_path / "bf16"
+    run([*TINY, "--init", "real", "--data-root", str(fake_cifar), "--out", str(out), "--precision", "bf16"])
+    assert json.loads((out / "config.json").read_text())["precision"] == "bf16"
+    state = load_checkpoint(out / "checkpoint.pt")
+    assert state["synthetic"].dtype == torch.float32 and torch.isfinite(state["synthetic"]).all()
+    assert state["balancer"]["accumulator"].dtype == torch.float32
+    assert all(s["momentum_buffer"].dtype == torch.float32 for s in state["image_optimizer"]["state"].values())
+    assert not torch.equal(state["synthetic"], load_checkpoint(finished / "checkpoint.pt")["synthetic"])
+    with (out / "metrics.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 4 and all(torch.isfinite(torch.tensor(float(r[k]))) for r in rows for k in ("gm_b", "md"))
+
+
 def test_a_folder_holding_a_run_is_refused_and_left_byte_identical(finished: Path, fake_cifar: Path) -> None:
     before = snapshot(finished)
     _, err = run([*TINY, "--data-root", str(fake_cifar), "--out", str(finished), "--lr-img", "0.1"], code=2)
@@ -163,6 +179,7 @@ BAD_FLAGS = [
     ["--model-b", "not_a_model"], ["--model-a", "nope"], ["--classes", "foo"], ["--classes", "0,0"],
     ["--classes", "12"], ["--device", "gpu0"], ["--model-b", "test_resnet"],  # a patch size for a CNN
     ["--resume"],  # no checkpoint in --out
+    ["--precision", "fp16"], ["--precision", "tf32", "--device", "cpu"],  # tf32 is a CUDA setting
 ]  # fmt: skip
 
 
