@@ -352,7 +352,8 @@ def save_run(cfg: Config, state: RunState, real: RealData, names: tuple[str, ...
     labels = torch.tensor(real.classes).repeat_interleave(cfg.ipc)
     kit.save_synthetic_set(folder.path("synthetic.pt"), syn.flatten(0, 1), labels, mean=kit.CIFAR10_MEAN,
                            std=kit.CIFAR10_STD, factor=cfg.factor, ipc=cfg.ipc, iteration=state.iteration)  # fmt: skip
-    kit.save_image_grid(syn, folder.path("grid.png"), mean=kit.CIFAR10_MEAN, std=kit.CIFAR10_STD, scale=2)
+    kit.save_image_grid(syn, folder.path("grid.png"), mean=kit.CIFAR10_MEAN, std=kit.CIFAR10_STD, factor=cfg.factor,
+                        class_names=[real.class_names[k] for k in real.classes])  # fmt: skip
     if state.metrics:  # plain CSV: numbers only, after the header
         folder.write_metrics(state.metrics)
         kit.plot_metrics(folder.path("metrics.csv"), folder.path("losses.png"), columns=[*names, "model_loss"],
