@@ -3,6 +3,14 @@
     python benchmarks/step.py                          # the paper's shapes and the cpu preset's, --device auto
     python benchmarks/step.py --shapes cpu --repeats 5
     python benchmarks/step.py --json runs/step.json    # also write every figure as JSON
+    python benchmarks/step.py --precision fp32,bf16    # both arithmetics side by side, and bf16's fidelity
+
+With several precisions (`--precision fp32,bf16`; `tf32` on CUDA), each step is timed at every precision in turn
+(interleaved, so that a busy machine slows them alike), its share is taken of the matmul peak measured in the
+same arithmetic, and the fidelity of each precision against fp32 is measured on one sampling class-step from the
+same state: the cosine and relative error of the image gradient (and the lowest cosine of one stored image's
+gradient), the relative error of each loss and of each balancer weight. FLOPs are the computation's: counted
+once, in fp32.
 
 A class-step is what one class costs in one image update of examples/hmdc_cifar10.py: augmentation and cutmix of
 the real and the synthetic batch, one forward pass of each batch per model, gradient matching on each model, the
@@ -56,6 +64,7 @@ from hmdc_modules import (
     soft_cross_entropy,
 )
 from hmdc_modules.condensation import DifferentiableAugment, create_model, cutmix, decode_formation
+from hmdc_modules.condensation.precision import PRECISIONS, check_precision, precision_context
 from hmdc_modules.functional import gradient_distance
 from hmdc_modules.objective import HMDCObjective
 
@@ -109,17 +118,26 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def matmul_peak(device: torch.device, n: int = 2048, repeats: int = 10) -> float:
-    """Best float32 matmul rate in FLOP/s: 2 n^3 per product."""
+def matmul_peak(device: torch.device, n: int = 2048, repeats: int = 10, precision: str = "fp32") -> float:
+    """Best matmul rate in FLOP/s (2 n^3 per product) in ``precision``: the product computed as the precision's
+    context computes it. In bf16 (operands cast beforehand: the cast is not part of the rate) the faster of
+    ``torch.mm`` and ``linear``, the two routes the models' products take (on a CPU without native bfloat16 they
+    differ several times over)."""
     a = torch.randn(n, n, device=device)
     b = torch.randn(n, n, device=device)
-    best = float("inf")
-    for _ in range(repeats + 2):
-        synchronize(device)
-        t0 = time.perf_counter()
-        torch.mm(a, b)
-        synchronize(device)
-        best = min(best, time.perf_counter() - t0)
+    with precision_context(precision, device):
+        if precision == "bf16":
+            a, b = a.bfloat16(), b.bfloat16()
+        products = (torch.mm, torch.nn.functional.linear) if precision == "bf16" else (torch.mm,)
+        best, spent = float("inf"), 0.0
+        for i in range(len(products) * (repeats + 2)):
+            synchronize(device)
+            t0 = time.perf_counter()
+            products[i % len(products)](a, b)
+            synchronize(device)
+            best, spent = min(best, time.perf_counter() - t0), spent + time.perf_counter() - t0
+            if i >= 2 * len(products) and spent > 30:  # slow arithmetic (bf16 without native support): enough
+                break
     return 2.0 * n**3 / best
 
 
@@ -146,8 +164,9 @@ def peak_memory(fn: Callable[[], None], device: torch.device) -> int:
     return int(max(totals, default=0))
 
 
-def timed(fn: Callable[[], None], device: torch.device, repeats: int) -> list[float]:
-    fn()  # warm-up
+def timed(fn: Callable[[], None], device: torch.device, repeats: int, warm_up: bool = True) -> list[float]:
+    if warm_up:
+        fn()
     times = []
     for _ in range(repeats):
         synchronize(device)
@@ -220,7 +239,18 @@ class Bench:
         syn_x, syn_y = self.syn_batch()
         xr, tr = augment_pair(cfg, self.augment, self.real_x, self.real_y, seed, salt=1)
         xs, ts = augment_pair(cfg, self.augment, syn_x, syn_y, seed, salt=2)
-        losses = []
+        with precision_context(nets.precision, self.device):
+            losses = self._naive_losses(xr, tr, xs, ts)
+        assert self.balancer is not None
+        # the balancer's unfused path, as the reference runs it: on sampling steps one backward pass per loss to
+        # measure the magnitudes, then the weighted total's backward pass to every leaf
+        # (.forward, not __call__: FlopCounterMode's module tracker hooks the call's inputs, and a hook on the leaf
+        # images breaks the per-loss torch.autograd.grad calls inside it)
+        self.balancer.forward(losses, self.syn, group=0, sample=sample).backward()
+        self.syn.grad.copy_(normalize_image_gradients(self.syn.grad))
+
+    def _naive_losses(self, xr: Tensor, tr: Tensor, xs: Tensor, ts: Tensor) -> list[Tensor]:
+        nets, losses = self.nets, []
         for m, adapter in enumerate(nets.adapters):  # gradient matching: its own forward passes
             ce_r = soft_cross_entropy(adapter(xr).logits, tr)
             ce_s = soft_cross_entropy(adapter(xs).logits, ts)
@@ -229,13 +259,7 @@ class Bench:
             md_r = self.distill(nets.decomposer([a(xr).features for a in nets.adapters]))
             md_s = self.distill(nets.decomposer([a(xs).features for a in nets.adapters]))
             losses.append(nets.matcher.match([md_r], [md_s], [nets.matcher.all_parameters()])[0])
-        assert self.balancer is not None
-        # the balancer's unfused path, as the reference runs it: on sampling steps one backward pass per loss to
-        # measure the magnitudes, then the weighted total's backward pass to every leaf
-        # (.forward, not __call__: FlopCounterMode's module tracker hooks the call's inputs, and a hook on the leaf
-        # images breaks the per-loss torch.autograd.grad calls inside it)
-        self.balancer.forward(losses, self.syn, group=0, sample=sample).backward()
-        self.syn.grad.copy_(normalize_image_gradients(self.syn.grad))
+        return [loss.float() for loss in losses]
 
     def phase_flops(self) -> dict[str, float]:
         """FLOPs of the plain class-step phase by phase: the same computation as `ours`, run in pieces.
@@ -291,6 +315,55 @@ class Bench:
         total = sum(w * distance(r, s) for w, r, s in zip(weights, real_grads, syn_grads, strict=True))
         counted("image backward", lambda: total.backward(inputs=[self.syn]))
         return {name: value / 1e9 for name, value in flops.items()}
+
+    # ------------------------------------------------------------------------------------------ fidelity
+
+    def sampling_result(self, precision: str) -> dict[str, Any]:
+        """One sampling class-step in ``precision`` from the balancer's current state (restored afterwards): the
+        losses, the balancer's new weights and the raw image gradient (before the per-image normalisation)."""
+        assert self.balancer is not None
+        state = {k: v.clone() if isinstance(v, Tensor) else v for k, v in self.balancer.state_dict().items()}
+        self.nets.precision = check_precision(precision)
+        try:
+            self.syn.grad = None
+            syn_x, syn_y = self.syn_batch()
+            xr, tr = augment_pair(self.cfg, self.augment, self.real_x, self.real_y, 7, salt=1)
+            xs, ts = augment_pair(self.cfg, self.augment, syn_x, syn_y, 7, salt=2)
+            losses = self.nets.losses(xr, tr, xs, ts)
+            self.balancer.backward(losses, self.syn, group=0, sample=True)
+            return {
+                "losses": torch.stack([loss.detach() for loss in losses]).double().cpu(),
+                "weights": self.balancer.weights(0).double().cpu(),
+                "grad": self.syn.grad.detach().double().cpu(),
+            }
+        finally:
+            self.balancer.load_state_dict(state)
+            self.nets.precision = "fp32"
+            self.syn.grad = None
+
+    def fidelity(self, precision: str) -> dict[str, Any]:
+        """``precision`` against fp32 on one sampling class-step from the same state (see ``sampling_result``)."""
+        ref, low = self.sampling_result("fp32"), self.sampling_result(precision)
+
+        def rel(a: Tensor, b: Tensor) -> float:
+            return float((a - b).norm() / b.norm().clamp_min(1e-300))
+
+        def cos(a: Tensor, b: Tensor) -> float:
+            return float(torch.nn.functional.cosine_similarity(a.flatten(), b.flatten(), dim=0))
+
+        per_image = [cos(a, b) for a, b in zip(low["grad"], ref["grad"], strict=True)]
+        names = self.nets.loss_names
+        return {
+            "grad_cosine": cos(low["grad"], ref["grad"]),
+            "grad_rel_error": rel(low["grad"], ref["grad"]),
+            "grad_min_image_cosine": min(per_image),
+            "loss_rel_error": {n: abs(float(a - b)) / abs(float(b)) for n, a, b in zip(names, low["losses"],
+                                                                                     ref["losses"], strict=True)},
+            "weight_rel_error": {n: abs(float(a - b)) / abs(float(b)) for n, a, b in zip(names, low["weights"],
+                                                                                       ref["weights"], strict=True)},
+            "fp32_losses": dict(zip(names, ref["losses"].tolist(), strict=True)),
+            "fp32_weights": dict(zip(names, ref["weights"].tolist(), strict=True)),
+        }  # fmt: skip
 
     # ---------------------------------------------------------------------- pieces outside the models' passes
 
@@ -373,88 +446,169 @@ class Bench:
         return result
 
 
-def measure(bench: Bench, peak: float, repeats: int, log: Callable[[str], None]) -> dict[str, Any]:
+def measure(
+    bench: Bench,
+    peaks: dict[str, float],
+    repeats: int,
+    log: Callable[[str], None],
+    *,
+    precisions: tuple[str, ...] = ("fp32",),
+    kinds: tuple[str, ...] = ("plain", "sampling"),
+    naive: bool = True,
+    breakdown: bool = True,
+    measure_memory: bool = True,
+) -> dict[str, Any]:
+    """Every figure of one shape; ``peaks`` holds the matmul peak of each precision (FLOP/s)."""
     device = bench.device
-    figures: dict[str, Any] = {"shape": bench.name, **SHAPES[bench.name]}
-    for variant, step in (("ours", bench.ours), ("naive", bench.naive)):
-        for kind, sample in (("plain", False), ("sampling", True)):
-            key = f"{variant}_{kind}"
-            log(f"[{bench.name}] {key}: counting FLOPs")
-            flops = count_flops(lambda step=step, sample=sample: step(sample))
-            log(f"[{bench.name}] {key}: timing {repeats} steps after a warm-up")
-            times = timed(lambda step=step, sample=sample: step(sample), device, repeats)
-            log(f"[{bench.name}] {key}: peak memory")
-            memory = peak_memory(lambda step=step, sample=sample: step(sample), device)
-            best = min(times)
-            figures[key] = {
-                "gflop": flops / 1e9,
-                "best_s": best,
-                "median_s": statistics.median(times),
-                "gflops_per_s": flops / best / 1e9,
-                "share_of_peak": flops / best / peak,
-                "peak_memory_mib": memory / 2**20,
-            }
-            log(
-                f"[{bench.name}] {key}: {flops / 1e9:.1f} GFLOP, best {best:.3f} s, "
-                f"{flops / best / 1e9:.1f} GFLOP/s ({100 * flops / best / peak:.0f}% of peak), "
-                f"peak memory {memory / 2**20:.0f} MiB"
-            )
-    log(f"[{bench.name}] counting the plain step's FLOPs phase by phase")
-    figures["phases_gflop"] = bench.phase_flops()
-    log(f"[{bench.name}] timing the pieces outside the models' passes")
-    outside = bench.outside_seconds(repeats)
-    plain = figures["ours_plain"]["best_s"]
-    figures["outside_s"] = outside
-    figures["outside_share"] = sum(outside.values()) / plain
-    figures["sampling_over_plain"] = figures["ours_sampling"]["best_s"] / plain
-    figures["naive_sampling_over_plain"] = figures["naive_sampling"]["best_s"] / figures["naive_plain"]["best_s"]
+    figures: dict[str, Any] = {"shape": bench.name, **SHAPES[bench.name], "precisions": list(precisions)}
+    for precision in precisions:  # first, as it also warms every precision up
+        if precision != "fp32":
+            log(f"[{bench.name}] fidelity of {precision} against fp32 (one sampling step each)")
+            figures[f"fidelity_{precision}"] = fid = bench.fidelity(precision)
+            log(f"[{bench.name}] {precision}: image-gradient cosine {fid['grad_cosine']:.5f}, relative error "
+                f"{fid['grad_rel_error']:.2e}")  # fmt: skip
+    variants = [("ours", bench.ours)] + ([("naive", bench.naive)] if naive else [])
+    warmed: set[tuple[str, str]] = set()
+    for variant, step in variants:
+        for kind in kinds:
+            sample = kind == "sampling"
+            run = lambda step=step, sample=sample: step(sample)  # noqa: E731
+            log(f"[{bench.name}] {variant} {kind}: counting FLOPs (fp32)")
+            bench.nets.precision = "fp32"
+            flops = count_flops(run)
+            times: dict[str, list[float]] = {p: [] for p in precisions}
+            for precision in precisions:
+                if (variant, precision) not in warmed and (len(precisions) == 1 or variant != "ours"):
+                    bench.nets.precision = precision
+                    run()  # warm-up (with several precisions, ours was warmed by the fidelity steps)
+                warmed.add((variant, precision))
+            log(f"[{bench.name}] {variant} {kind}: timing {repeats} steps per precision, interleaved")
+            for _ in range(repeats):
+                for precision in precisions:
+                    bench.nets.precision = precision
+                    times[precision].extend(timed(run, device, 1, warm_up=False))
+            for precision in precisions:
+                bench.nets.precision = precision
+                memory = peak_memory(run, device) if measure_memory else float("nan")
+                best, key = (
+                    min(times[precision]),
+                    f"{variant}_{kind}" + ("" if precision == "fp32" else f"_{precision}"),
+                )
+                figures[key] = {
+                    "precision": precision,
+                    "gflop": flops / 1e9,
+                    "best_s": best,
+                    "median_s": statistics.median(times[precision]),
+                    "times_s": times[precision],
+                    "gflops_per_s": flops / best / 1e9,
+                    "share_of_peak": flops / best / peaks[precision],
+                    "peak_memory_mib": memory / 2**20,
+                }
+                log(
+                    f"[{bench.name}] {key}: {flops / 1e9:.1f} GFLOP, best {best:.3f} s, "
+                    f"{flops / best / 1e9:.1f} GFLOP/s ({100 * flops / best / peaks[precision]:.0f}% of the "
+                    f"{precision} peak), peak memory {memory / 2**20:.0f} MiB"
+                )
+            bench.nets.precision = "fp32"
+    for precision in precisions[1:] if precisions[0] == "fp32" else precisions:
+        for kind in kinds:
+            if precision != "fp32" and f"ours_{kind}" in figures:
+                figures[f"{precision}_over_fp32_{kind}"] = {
+                    "best": figures[f"ours_{kind}_{precision}"]["best_s"] / figures[f"ours_{kind}"]["best_s"],
+                    "median": figures[f"ours_{kind}_{precision}"]["median_s"] / figures[f"ours_{kind}"]["median_s"],
+                }
+    if breakdown and "ours_plain" in figures:
+        log(f"[{bench.name}] counting the plain step's FLOPs phase by phase")
+        figures["phases_gflop"] = bench.phase_flops()
+        log(f"[{bench.name}] timing the pieces outside the models' passes")
+        outside = bench.outside_seconds(repeats)
+        figures["outside_s"] = outside
+        figures["outside_share"] = sum(outside.values()) / figures["ours_plain"]["best_s"]
+    if "ours_plain" in figures and "ours_sampling" in figures:
+        figures["sampling_over_plain"] = figures["ours_sampling"]["best_s"] / figures["ours_plain"]["best_s"]
+    if naive and "naive_plain" in figures and "naive_sampling" in figures:
+        figures["naive_sampling_over_plain"] = figures["naive_sampling"]["best_s"] / figures["naive_plain"]["best_s"]
     return figures
 
 
-def report(peak: float, results: list[dict[str, Any]], device: torch.device) -> str:
-    lines = [
-        f"device {device}, {torch.get_num_threads()} threads, torch {torch.__version__}",
-        f"float32 matmul peak (2048 x 2048): {peak / 1e9:.1f} GFLOP/s",
-    ]
+def report(peaks: dict[str, float], results: list[dict[str, Any]], device: torch.device) -> str:
+    lines = [f"device {device}, {torch.get_num_threads()} threads, torch {torch.__version__}"]
+    lines += [f"{p} matmul peak (2048 x 2048): {peak / 1e9:.1f} GFLOP/s" for p, peak in peaks.items()]
     for r in results:
         lines.append("")
         lines.append(f"## {r['shape']}: " + ", ".join(f"{k}={r[k]}" for k in SHAPES[r["shape"]]))
-        lines.append("| step | GFLOP | best s | median s | GFLOP/s | share of peak | peak memory MiB |")
-        lines.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
-        for key in ("ours_plain", "ours_sampling", "naive_plain", "naive_sampling"):
-            f = r[key]
+        lines.append("| step | precision | GFLOP | best s | median s | GFLOP/s | share of its peak | peak memory MiB |")
+        lines.append("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+        for key, f in r.items():
+            if isinstance(f, dict) and "best_s" in f:
+                name = " ".join(key.split("_")[:2])
+                lines.append(
+                    f"| {name} | {f['precision']} | {f['gflop']:.1f} | {f['best_s']:.3f} | {f['median_s']:.3f} | "
+                    f"{f['gflops_per_s']:.1f} | {100 * f['share_of_peak']:.0f}% | {f['peak_memory_mib']:.0f} |"
+                )
+        for key, ratio in r.items():
+            if key.endswith(("_over_fp32_plain", "_over_fp32_sampling")):
+                lines.append(f"{key.replace('_', ' ')}: {ratio['best']:.2f}x by best, {ratio['median']:.2f}x by median")
+        for p in r["precisions"]:
+            fid = r.get(f"fidelity_{p}")
+            if fid is None:
+                continue
             lines.append(
-                f"| {key.replace('_', ' ')} | {f['gflop']:.1f} | {f['best_s']:.3f} | {f['median_s']:.3f} | "
-                f"{f['gflops_per_s']:.1f} | {100 * f['share_of_peak']:.0f}% | {f['peak_memory_mib']:.0f} |"
+                f"fidelity of {p} against fp32 (one sampling step): image gradient cosine {fid['grad_cosine']:.5f} "
+                f"(lowest per stored image {fid['grad_min_image_cosine']:.5f}), relative error "
+                f"{fid['grad_rel_error']:.2e}"
             )
-        lines.append(
-            f"sampling / plain: ours {r['sampling_over_plain']:.2f}x, naive {r['naive_sampling_over_plain']:.2f}x"
-        )
-        phases = ", ".join(f"{k} {v:.1f}" for k, v in r["phases_gflop"].items())
-        lines.append(f"plain step by phase (GFLOP): {phases}; sum {sum(r['phases_gflop'].values()):.1f}")
-        parts = ", ".join(f"{k} {1000 * v:.1f} ms" for k, v in r["outside_s"].items())
-        lines.append(f"outside the models' passes: {100 * r['outside_share']:.1f}% of the plain step ({parts})")
-        if r["shape"] == "paper":
-            ref = REFERENCE["paper_plain_gflop"]
+            for what in ("loss", "weight"):
+                parts = ", ".join(f"{n} {v:.2e}" for n, v in fid[f"{what}_rel_error"].items())
+                lines.append(f"  relative error of each {what}: {parts}")
+            if fid["grad_cosine"] < 0.99:
+                lines.append(f"  {p} FAILS the arithmetic test (image-gradient cosine below 0.99)")
+        if "sampling_over_plain" in r:
+            naive = r.get("naive_sampling_over_plain")
+            lines.append(
+                f"sampling / plain: ours {r['sampling_over_plain']:.2f}x"
+                + (f", naive {naive:.2f}x" if naive is not None else "")
+            )
+        if "phases_gflop" in r:
+            phases = ", ".join(f"{k} {v:.1f}" for k, v in r["phases_gflop"].items())
+            lines.append(f"plain step by phase (GFLOP): {phases}; sum {sum(r['phases_gflop'].values()):.1f}")
+            parts = ", ".join(f"{k} {1000 * v:.1f} ms" for k, v in r["outside_s"].items())
+            lines.append(f"outside the models' passes: {100 * r['outside_share']:.1f}% of the plain step ({parts})")
+        if r["shape"] == "paper" and "ours_plain" in r:
+            ref, peak = REFERENCE["paper_plain_gflop"], next(iter(peaks.values()))
             lines.append(
                 f"FLOPs vs the reference's plain class-step ({ref} GFLOP): {r['ours_plain']['gflop'] / ref:.2f}x; "
-                f"compute limit at the measured peak: {r['ours_plain']['gflop'] * 1e9 / peak:.2f} s"
+                f"compute limit at the measured {next(iter(peaks))} peak: {r['ours_plain']['gflop'] * 1e9 / peak:.2f} s"
             )
     return "\n".join(lines)
+
+
+def split_list(parser: argparse.ArgumentParser, flag: str, text: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
+    items = tuple(dict.fromkeys(s.strip() for s in text.split(",") if s.strip()))
+    unknown = [s for s in items if s not in allowed]
+    if unknown or not items:
+        parser.error(f"{flag} must name some of {list(allowed)}, got {text!r}")
+    return items
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shapes", default="paper,cpu", help="comma-separated: paper, cpu, tiny (default: paper,cpu)")
+    parser.add_argument("--precision", default="fp32", help="comma-separated: fp32, bf16, tf32 (CUDA); default fp32")
+    parser.add_argument("--kinds", default="plain,sampling", help="plain, sampling (default: both), none")
+    parser.add_argument("--naive", action=argparse.BooleanOptionalAction, default=True, help="the naive baseline")
+    parser.add_argument(
+        "--breakdown", action=argparse.BooleanOptionalAction, default=True, help="phase FLOPs and outside pieces"
+    )
+    parser.add_argument("--memory", action=argparse.BooleanOptionalAction, default=True, help="peak memory (a step)")
     parser.add_argument("--repeats", type=int, default=3, help="timed steps after the warm-up (default: 3)")
     parser.add_argument("--device", default="auto", help="'auto' (CUDA when available), 'cpu', 'cuda:0'")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's own)")
     parser.add_argument("--json", default=None, help="also write every figure to this JSON file")
     args = parser.parse_args(argv)
-    shapes = [s.strip() for s in args.shapes.split(",") if s.strip()]
-    unknown = sorted(set(shapes) - set(SHAPES))
-    if unknown or not shapes:
-        parser.error(f"--shapes must name some of {sorted(SHAPES)}, got {args.shapes!r}")
+    shapes = split_list(parser, "--shapes", args.shapes, tuple(SHAPES))
+    kinds = () if args.kinds == "none" else split_list(parser, "--kinds", args.kinds, ("plain", "sampling"))
+    precisions = split_list(parser, "--precision", args.precision, PRECISIONS)
     if args.repeats < 1:
         parser.error(f"--repeats must be >= 1, got {args.repeats}")
     if args.threads is not None:
@@ -463,18 +617,25 @@ def main(argv: list[str] | None = None) -> int:
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     else:
         device = torch.device(args.device)
+    if "tf32" in precisions and device.type != "cuda":
+        parser.error(f"--precision tf32 needs a CUDA device, got {device.type!r} (use fp32 or bf16)")
+    if precisions[0] != "fp32" and len(precisions) > 1:
+        precisions = ("fp32", *(p for p in precisions if p != "fp32"))  # fidelity and ratios are against fp32
 
     def log(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
-    peak = matmul_peak(device)
-    log(f"matmul peak: {peak / 1e9:.1f} GFLOP/s")
-    results = [measure(Bench.build(name, device), peak, args.repeats, log) for name in shapes]
-    text = report(peak, results, device)
+    peaks = {p: matmul_peak(device, precision=p) for p in precisions}
+    log("matmul peak: " + ", ".join(f"{p} {peak / 1e9:.1f} GFLOP/s" for p, peak in peaks.items()))
+    options = dict(precisions=precisions, kinds=kinds, naive=args.naive, breakdown=args.breakdown,
+                   measure_memory=args.memory)  # fmt: skip
+    results = [measure(Bench.build(name, device), peaks, args.repeats, log, **options) for name in shapes]
+    text = report(peaks, results, device)
     print(text)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"peak_flops": peak, "results": results}, indent=2) + "\n")
+        payload = {"peak_flops": peaks[precisions[0]], "peaks_flops": peaks, "results": results}
+        Path(args.json).write_text(json.dumps(payload, indent=2) + "\n")
     return 0
 
 

@@ -62,3 +62,32 @@ def test_rejects_unknown_shapes() -> None:
     )
     assert proc.returncode == 2
     assert "--shapes must name some of" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_fidelity_of_fp32_against_itself_is_exact_and_bf16_is_not(bench) -> None:
+    """The fidelity figures compare two runs from one balancer state: fp32 against fp32 is bitwise the same step."""
+    same = bench.fidelity("fp32")
+    assert same["grad_cosine"] == pytest.approx(1.0, abs=1e-12) and same["grad_rel_error"] == 0.0
+    assert all(v == 0.0 for v in [*same["loss_rel_error"].values(), *same["weight_rel_error"].values()])
+    assert bench.balancer.num_samples.tolist() == [0]  # the balancer's state was restored
+    low = bench.fidelity("bf16")
+    assert 0.9 < low["grad_cosine"] < 1.0 and low["grad_rel_error"] > 0
+    assert set(low["loss_rel_error"]) == set(bench.nets.loss_names) and bench.nets.precision == "fp32"
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--precision", "fp16"], "--precision must name some of ['fp32', 'bf16', 'tf32'], got 'fp16'"),
+        (["--precision", "tf32", "--device", "cpu"], "--precision tf32 needs a CUDA device, got 'cpu'"),
+        (["--kinds", "fast"], "--kinds must name some of ['plain', 'sampling'], got 'fast'"),
+    ],
+)
+def test_rejects_bad_precision_and_kinds(flags: list[str], message: str) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "step.py"), *flags], capture_output=True, text=True
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert [line for line in proc.stderr.splitlines() if "error:" in line] == [
+        next(line for line in proc.stderr.splitlines() if message in line)
+    ]
