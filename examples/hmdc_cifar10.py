@@ -203,12 +203,8 @@ def build_networks(cfg: Config, num_classes: int, device: torch.device, iteratio
     return objective, [torch.optim.SGD(groups), projection_optimizer]
 
 
-@torch.no_grad()
-def embed_images(adapter: nn.Module, images: Tensor, batch_size: int = 500) -> Tensor:  # deepest semantic vector
-    was_training, _ = adapter.training, adapter.eval()
-    out = torch.cat([adapter(x).features[-1].semantic for x in images.split(batch_size)])
-    adapter.train(was_training)
-    return out
+def embed_images(adapter: nn.Module, images: Tensor) -> Tensor:  # deepest semantic vector, in eval mode (§5.5)
+    return kit.embed(adapter, images, 500, take=lambda out: out.features[-1].semantic)
 
 
 # ----------------------------------------------------------------------------------------------------- image update
