@@ -55,3 +55,13 @@ def test_is_vision_transformer(name: str, expected: bool) -> None:
 def test_is_vision_transformer_names_the_argument() -> None:
     with pytest.raises(TypeError, match="`name` must be a model name string"):
         is_vision_transformer(3)  # type: ignore[arg-type]
+
+
+def test_evaluation_builds_vits_with_timm_attention_kernels() -> None:
+    from timm.layers import use_fused_attn
+
+    from hmdc_modules.evaluation import ModelSpec
+
+    model = ModelSpec("test_vit", image_size=32, patch_size=8).build(num_classes=3)
+    flags = _fused_flags(model)
+    assert flags and flags == [use_fused_attn()] * len(flags)  # first-order training: no switch, no flip back

@@ -28,10 +28,8 @@ _BASE_ERRORS = (OSError, ValueError, TypeError)  # FileNotFoundError and Permiss
 
 def _user_errors() -> tuple[type[Exception], ...]:
     """The errors that end the command with one line: bad input, and hub weights out of reach."""
-    try:
-        from hmdc_modules.condensation import PretrainedWeightsUnavailable  # type: ignore[attr-defined]
-    except ImportError:  # not re-exported by the kit package yet
-        from hmdc_modules.condensation.models import PretrainedWeightsUnavailable
+    from hmdc_modules.condensation import PretrainedWeightsUnavailable
+
     return (*_BASE_ERRORS, PretrainedWeightsUnavailable)
 
 

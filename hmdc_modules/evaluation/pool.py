@@ -65,8 +65,6 @@ DEFAULT_LEARNING_RATE: float = 1e-3
 """The learning rate of a model that [`PAPER_LEARNING_RATES`][hmdc_modules.evaluation.pool.PAPER_LEARNING_RATES]
 does not list."""
 
-_VIT_MODULES = ("vision_transformer", "deit", "vision_transformer_relpos", "eva")
-
 
 def _base_name(name: str) -> str:
     """The model name without a timm pretrained tag (``"resnet18.a1_in1k"`` -> ``"resnet18"``), lower case."""
@@ -117,9 +115,10 @@ def default_learning_rate(name: str) -> float:
 def model_family(name: str) -> str:
     """Whether ``name`` is a vision transformer (``"vit"``) or not (``"cnn"``).
 
-    A ViT is a timm model defined in timm's ``vision_transformer``, ``deit``, ``vision_transformer_relpos`` or
-    ``eva`` module: exactly the models [`create_model`][hmdc_modules.condensation.models.factory.create_model] passes
-    ``image_size`` and ``patch_size`` to. Everything else, ``"convnet"`` included, counts as a CNN. The family
+    A ViT is a timm model defined in one of the kit's ``VIT_MODULES`` (timm's ``vision_transformer``, ``deit``,
+    ``vision_transformer_relpos`` and ``eva``): exactly the models
+    [`create_model`][hmdc_modules.condensation.models.factory.create_model] passes ``image_size`` and
+    ``patch_size`` to. Everything else, ``"convnet"`` included, counts as a CNN. The family
     decides whether cutmix is used in training (not for ViTs) and which average a model enters in the reports.
 
     Args:
@@ -143,8 +142,9 @@ def model_family(name: str) -> str:
 
     if not timm.is_model(name):
         raise ValueError(f"`name` must be 'convnet' or a timm model name, got {name!r}")
-    module = timm.models.model_entrypoint(name.split(".", 1)[0]).__module__
-    return "vit" if module.endswith(_VIT_MODULES) else "cnn"
+    from hmdc_modules.condensation import is_vision_transformer
+
+    return "vit" if is_vision_transformer(name.split(".", 1)[0]) else "cnn"
 
 
 _ENTRY_OPTIONS = ("weights", "pretrained", "label")

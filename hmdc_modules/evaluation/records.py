@@ -470,9 +470,10 @@ class ModelSpec:
     def build(self, num_classes: int = 10) -> nn.Module:
         """Create the model, freshly initialised from the global torch RNG (or loaded from ``weights``).
 
-        Evaluation trains with first-order gradients only, so a ViT keeps timm's fused attention kernels (faster);
-        gradient matching, which differentiates through a gradient, needs the explicit path instead (see
-        [`disable_fused_attention`][hmdc_modules.condensation.models.factory.disable_fused_attention]).
+        Evaluation trains with first-order gradients only, so a ViT is built with timm's fused attention kernels
+        (``create_model(..., double_backward=False)``, faster); gradient matching, which differentiates through a
+        gradient, needs the explicit path instead (see
+        [`disable_fused_attention`][hmdc_modules.adapters.timm.disable_fused_attention]).
 
         Args:
             num_classes: Number of output classes.
@@ -507,27 +508,17 @@ class ModelSpec:
             patch_size=self.effective_patch_size,
             weights=self.weights,
             pretrained=self.pretrained,
+            double_backward=False,  # first-order training only: timm's fused attention kernels stay on
         )
-        _use_fused_attention(model)
         return model.train()
 
 
 def weights_file_info(path: str | os.PathLike[str]) -> Any:
     """The architecture a library weights file records (``WeightsInfo``: image size, patch size, ...), or ``None``
     for any other weights file."""
-    try:
-        from hmdc_modules.condensation import read_weights_info  # type: ignore[attr-defined]
-    except ImportError:  # not re-exported by the kit package yet
-        from hmdc_modules.condensation.models import read_weights_info
+    from hmdc_modules.condensation import read_weights_info
+
     return read_weights_info(path)
-
-
-def _use_fused_attention(model: nn.Module) -> None:
-    """Undo ``create_model``'s matching-safe default: evaluation needs no double backward, so it takes the fused
-    attention kernels back. (Pending a ``create_model`` parameter that makes the choice at construction.)"""
-    for module in model.modules():
-        if isinstance(getattr(module, "fused_attn", None), bool):
-            module.fused_attn = True
 
 
 # ----------------------------------------------------------------------------------------------------------------
