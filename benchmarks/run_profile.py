@@ -10,15 +10,20 @@ timers whose times are *exclusive* (a call's time less that of the timed calls i
 
 - class-steps: ``HMDCObjective.step`` (the losses and the backward pass to the images, augmentation's backward
   included);
-- image update, rest: the rest of ``image_update`` (gradient sum and normalisation, the image optimiser, clamping);
-- model training: ``train_networks`` less the rows below that run inside it;
+- image update, rest: ``normalize_image_gradients`` and the image optimiser's step (the SGD over the 5-d image
+  tensor);
+- model training: ``HMDCObjective.training_loss``, the backward pass of its loss and the models' SGD steps;
 - projection training: ``HMDCObjective.alignment_loss``, the backward pass of its loss and the Adam steps;
-- real-sample selection: ``select_real_batches`` (embedding the class's real images, k-means);
+- real-sample selection: the kit's ``embed`` and ``select_representatives`` (embedding a class's real images,
+  k-means);
 - augmentation and decoding: ``DifferentiableAugment``, ``cutmix`` and ``decode_formation`` forward passes;
-- networks rebuilt: ``build_networks`` (fresh models, pretrained weights reloaded);
-- checkpoint and artefact I/O: ``save_run`` (synthetic set, grid, metrics, plots, checkpoint);
+- networks rebuilt: ``create_model``, ``auto_adapter`` and ``SpatialSemanticDecomposer`` construction;
+- checkpoint and artefact I/O: the synthetic set, grid, plots, metrics and checkpoint writers;
 - everything else: the outer iteration's wall time less all of the above.
 
+Only the library's public functions (and torch's optimisers) are wrapped: the example is run as a program
+(``runpy``, as ``__main__``), never imported, so nothing here depends on its private functions. The outer iteration
+starts when the run builds its ``DifferentiableAugment``, right before its outer loop.
 Setup before the outer iteration (reading the data, the initial images, the first artefacts) is timed apart and left
 out of the table. The table goes to stdout, every figure to ``--json``.
 """
@@ -27,8 +32,8 @@ from __future__ import annotations
 
 import argparse
 import functools
-import importlib.util
 import json
+import runpy
 import sys
 import time
 from collections import defaultdict
@@ -90,9 +95,12 @@ class Profile:
         return timed
 
 
-def instrument(profile: Profile, example: Any) -> Callable[[], None]:
-    """Wrap the example's functions and the kit's; returns the function that undoes it."""
+def instrument(profile: Profile) -> Callable[[], None]:
+    """Wrap the library's functions and torch's optimiser steps; returns the function that undoes it."""
+    import hmdc_modules
+    import hmdc_modules.functional
     from hmdc_modules import condensation as kit
+    from hmdc_modules.condensation.run_folder import RunFolder
     from hmdc_modules.objective import HMDCObjective
 
     undo: list[tuple[Any, str, Any]] = []
@@ -103,25 +111,43 @@ def instrument(profile: Profile, example: Any) -> Callable[[], None]:
         setattr(owner, name, profile.wrap(category, original))
 
     patch(HMDCObjective, "step", "class-steps")
-    patch(example, "image_update", "image update, rest")
-    patch(example, "train_networks", "model training")
-    patch(example, "select_real_batches", "real-sample selection")
-    patch(example, "save_run", "checkpoint and artefact I/O")
+    patch(hmdc_modules.functional, "normalize_image_gradients", "image update, rest")
+    patch(kit, "embed", "real-sample selection")
+    patch(kit, "select_representatives", "real-sample selection")
     patch(kit.DifferentiableAugment, "forward", "augmentation and decoding")
     patch(kit, "cutmix", "augmentation and decoding")
     patch(kit, "decode_formation", "augmentation and decoding")
+    patch(kit, "create_model", "networks rebuilt")
+    patch(hmdc_modules, "auto_adapter", "networks rebuilt")
+    for name in ("save_synthetic_set", "save_image_grid", "plot_metrics", "plot_balancer_history"):
+        patch(kit, name, "checkpoint and artefact I/O")
+    patch(RunFolder, "save_checkpoint", "checkpoint and artefact I/O")
+    patch(RunFolder, "write_metrics", "checkpoint and artefact I/O")
     patch(torch.optim.Adam, "step", "projection training")
     patch(torch.optim.Adam, "zero_grad", "projection training")
 
-    alignment = HMDCObjective.alignment_loss
+    sgd_step = torch.optim.SGD.step
 
-    def alignment_loss(self: HMDCObjective, x: torch.Tensor) -> torch.Tensor:
-        loss = alignment(self, x)
-        loss._profile_category = "projection training"  # type: ignore[attr-defined]
-        return loss
+    def sgd(self: torch.optim.SGD, *args: Any, **kwargs: Any) -> Any:  # the images are the one 5-d parameter
+        images = any(p.dim() == 5 for group in self.param_groups for p in group["params"])
+        return profile.wrap("image update, rest" if images else "model training", sgd_step)(self, *args, **kwargs)
 
-    undo.append((HMDCObjective, "alignment_loss", alignment))
-    HMDCObjective.alignment_loss = profile.wrap("projection training", alignment_loss)  # type: ignore[method-assign]
+    undo.append((torch.optim.SGD, "step", sgd_step))
+    torch.optim.SGD.step = sgd  # type: ignore[method-assign]
+
+    def tagged(name: str, category: str) -> None:  # the loss remembers its category for its backward pass
+        original = getattr(HMDCObjective, name)
+
+        def loss_fn(self: HMDCObjective, *args: Any, **kwargs: Any) -> torch.Tensor:
+            loss = original(self, *args, **kwargs)
+            loss._profile_category = category  # type: ignore[attr-defined]
+            return loss
+
+        undo.append((HMDCObjective, name, original))
+        setattr(HMDCObjective, name, profile.wrap(category, loss_fn))
+
+    tagged("alignment_loss", "projection training")
+    tagged("training_loss", "model training")
     backward = torch.Tensor.backward
 
     def tensor_backward(self: torch.Tensor, *args: Any, **kwargs: Any) -> None:
@@ -133,17 +159,15 @@ def instrument(profile: Profile, example: Any) -> Callable[[], None]:
     undo.append((torch.Tensor, "backward", backward))
     torch.Tensor.backward = tensor_backward  # type: ignore[method-assign]
 
-    build = example.build_networks
-    builds = [0]
+    augment_init = kit.DifferentiableAugment.__init__
 
-    def build_networks(*args: Any, **kwargs: Any) -> Any:
-        builds[0] += 1
-        if builds[0] == 2:  # the first call checks the settings; the second starts outer iteration 0
-            profile.start()
-        return build(*args, **kwargs)
+    def open_window(self: Any, *args: Any, **kwargs: Any) -> None:  # built once, right before the outer loop
+        profile.start()
+        augment_init(self, *args, **kwargs)
 
-    undo.append((example, "build_networks", build))
-    example.build_networks = profile.wrap("networks rebuilt", build_networks)
+    undo.append((kit.DifferentiableAugment, "__init__", augment_init))
+    kit.DifferentiableAugment.__init__ = open_window  # type: ignore[method-assign]
+    patch(hmdc_modules.SpatialSemanticDecomposer, "__init__", "networks rebuilt")
 
     def restore() -> None:
         for owner, name, original in reversed(undo):
@@ -152,13 +176,17 @@ def instrument(profile: Profile, example: Any) -> Callable[[], None]:
     return restore
 
 
-def load_example() -> Any:
-    spec = importlib.util.spec_from_file_location("hmdc_cifar10_profiled", EXAMPLE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+def run_example(args: list[str]) -> int:
+    """Run examples/hmdc_cifar10.py as a program with ``args``; its exit status."""
+    argv = sys.argv
+    sys.argv = [str(EXAMPLE), *args]
+    try:
+        runpy.run_path(str(EXAMPLE), run_name="__main__")
+    except SystemExit as stop:
+        return stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+    finally:
+        sys.argv = argv
+    return 0
 
 
 def profile_run(example_args: list[str]) -> dict[str, Any]:
@@ -167,13 +195,12 @@ def profile_run(example_args: list[str]) -> dict[str, Any]:
     Raises:
         RuntimeError: If the example exits with a non-zero status (its error line is on stderr).
     """
-    example = load_example()
     profile = Profile()
-    restore = instrument(profile, example)
+    restore = instrument(profile)
     args = ["--iterations", "1", "--quiet", "--overwrite", "--out", "runs/profile/run", *example_args]
     try:
         profile.begin()
-        code = example.main(args)
+        code = run_example(args)
         end = time.perf_counter()
     finally:
         restore()
@@ -181,11 +208,11 @@ def profile_run(example_args: list[str]) -> dict[str, Any]:
         raise RuntimeError(f"the example exited with status {code}")
     if profile.started is None:
         raise RuntimeError("the example ran no outer iteration (a resumed run that had finished?)")
-    cfg = example.parse_config(args)[0]
+    out = Path(args[max(i for i, a in enumerate(args) if a == "--out") + 1])  # the last --out given wins
+    updates = json.loads((out / "config.json").read_text())["inner_steps"]
     total = end - profile.started
     rows = {name: profile.seconds.get(name, 0.0) for name in ROWS}
     rows["everything else"] = total - sum(rows.values())
-    updates = cfg.inner_steps
     return {
         "args": args,
         "threads": torch.get_num_threads(),

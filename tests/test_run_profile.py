@@ -35,9 +35,13 @@ def test_profile_rows_add_up_and_count_the_calls(fake_cifar: Path, tmp_path: Pat
     assert rows["everything else"] > -1e-3  # exclusive times never count a second twice
     calls = data["calls"]
     assert calls["class-steps"] == 4 and data["classes"] == 2  # 2 image updates x 2 classes
-    assert calls["real-sample selection"] == 2 and calls["model training"] == 2
-    assert calls["checkpoint and artefact I/O"] == 1 and calls["networks rebuilt"] == 1
+    assert calls["real-sample selection"] == 2 * 2 * 2  # per update and class: embed + k-means
+    assert calls["model training"] == 2 * 3  # per update: training loss, its backward, the SGD step
+    assert calls["image update, rest"] == 2 * 2  # per update: gradient normalisation, the images' SGD step
+    assert calls["checkpoint and artefact I/O"] == 6  # set, grid, two plots, metrics, checkpoint
+    assert calls["networks rebuilt"] == 5  # two models, two adapters, one decomposer
     assert calls["projection training"] == 2 * 2 * 4  # per update: 2 steps x (loss, zero_grad, backward, step)
+    assert "spec_from_file_location" not in (REPO / "benchmarks" / "run_profile.py").read_text()
     assert (out / "checkpoint.pt").is_file() and "one outer iteration:" in proc.stdout
     assert "| class-steps |" in proc.stdout
     assert not (tmp_path / "runs").exists()  # --out given after the defaults wins

@@ -51,6 +51,7 @@ from hmdc_modules.condensation.models import (
 )
 from hmdc_modules.condensation.normalization import denormalize, normalize
 from hmdc_modules.condensation.plots import plot_balancer_history, plot_metrics, save_image_grid
+from hmdc_modules.condensation.precision import PRECISIONS, check_precision, precision_context
 from hmdc_modules.condensation.run_folder import RunFolder, RunFolderError, resume_settings
 from hmdc_modules.condensation.seeding import SEED_MODULUS, derive_seed
 from hmdc_modules.condensation.selection import (
@@ -74,6 +75,7 @@ __all__ = [
     "CIFAR10_MEAN",
     "CIFAR10_STD",
     "PC_SPLIT_SEED",
+    "PRECISIONS",
     "SEED_MODULUS",
     "VIT_MODULES",
     "WEIGHTS_FORMAT",
@@ -97,6 +99,7 @@ __all__ = [
     "atomic_write",
     "atomic_write_bytes",
     "atomic_write_text",
+    "check_precision",
     "check_pretrained_available",
     "create_model",
     "cutmix",
@@ -124,6 +127,7 @@ __all__ = [
     "pc_split",
     "plot_balancer_history",
     "plot_metrics",
+    "precision_context",
     "previous_checkpoint_path",
     "read_synthetic_set",
     "read_weights_info",
