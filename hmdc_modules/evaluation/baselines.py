@@ -77,10 +77,10 @@ def make_random_real_set(
 ) -> Path:
     """Write the "Random" baseline: ``ipc`` real CIFAR-10 training images per class, drawn with ``seed``.
 
-    The training split is read with [`load_cifar10`][hmdc_modules.condensation.data.load_cifar10], the images are
+    The training split is read with [`load_cifar10`][hmdc_modules.condensation.datasets.load_cifar10], the images are
     drawn with [`sample_per_class`][hmdc_modules.evaluation.baselines.sample_per_class], normalised with
     CIFAR-10's mean and std and saved with
-    [`save_synthetic_set`][hmdc_modules.condensation.data.save_synthetic_set] (``factor=1``, ``iteration=0``;
+    [`save_synthetic_set`][hmdc_modules.condensation.synthetic.save_synthetic_set] (``factor=1``, ``iteration=0``;
     ``extra`` records ``baseline="random_real"``, ``seed`` and the drawn ``source_indices`` into the loaded
     split).
 

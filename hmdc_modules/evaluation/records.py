@@ -88,7 +88,7 @@ class EvalSettings:
         cutmix_p: Probability of [`cutmix`][hmdc_modules.condensation.augment.cutmix] per batch (0.5); never for
             ViTs; 0 disables it.
         data_root: The CIFAR-10 folder the test split is read from (see
-            [`load_cifar10`][hmdc_modules.condensation.data.load_cifar10]).
+            [`load_cifar10`][hmdc_modules.condensation.datasets.load_cifar10]).
         test_per_class: Use only the first this many test images of each class (``None``: all 1,000).
         test_batch_size: Batch size of the test passes (memory only; results do not depend on it).
         num_classes: Output classes of the models (10 for CIFAR-10; the set's labels must be below it).

@@ -102,7 +102,7 @@ def load_test_set(settings: EvalSettings, classes: Sequence[int] | None = None) 
         classes: Class indices to keep (``None``: all).
 
     Returns:
-        ``(images, labels)``, see [`load_cifar10`][hmdc_modules.condensation.data.load_cifar10].
+        ``(images, labels)``, see [`load_cifar10`][hmdc_modules.condensation.datasets.load_cifar10].
 
     Raises:
         FileNotFoundError: If the data is missing (the library's message: where it looked and how to get it).
