@@ -65,7 +65,7 @@ class Config:
     init: str = opt("kmeans", "initial images (§5.3)", choices=["random", "real", "kmeans"])
     lr_img: float = opt(5e-3, "SGD learning rate of the synthetic images (§5.2)", above=0)
     momentum_img: float = opt(0.5, "SGD momentum of the synthetic images", low=0)
-    iterations: int = opt(3, "outer iterations: networks re-initialised each (§5.1)", low=1)
+    iterations: int = opt(3, "outer iterations, networks re-initialised each (§5.1); 0: the initial set only", low=0)
     inner_steps: int = opt(8, "image updates per outer iteration", low=1)
     model_steps: int = opt(3, "model-training updates after each image update (§4.2)", low=0)
     projection_steps: int = opt(3, "projection/matching-matrix updates after each image update (§4.3)", low=0)

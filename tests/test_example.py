@@ -102,6 +102,19 @@ def test_tiny_run_writes_every_artefact(finished: Path) -> None:
     assert torch.isfinite(loss) and all(p.grad is not None for p in model.parameters())
 
 
+def test_zero_iterations_write_the_initial_set_only(fake_cifar: Path, tmp_path: Path) -> None:
+    """``--iterations 0`` writes the initial set with no update (the `init` arm); one update would move it."""
+    out = tmp_path / "init"
+    run([*TINY, "--init", "real", "--data-root", str(fake_cifar), "--out", str(out), "--iterations", "0"])
+    start = torch.load(out / "synthetic.pt", weights_only=True)
+    assert start["iteration"] == 0 and start["images"].shape[0] == 2  # 2 classes x IPC 1
+    longer = tmp_path / "longer"
+    run([*TINY, "--init", "real", "--data-root", str(fake_cifar), "--out", str(longer), "--iterations", "1",
+         "--inner-steps", "1"])  # fmt: skip
+    updated = torch.load(longer / "synthetic.pt", weights_only=True)
+    assert not torch.equal(start["images"], updated["images"])  # one update moves the same start
+
+
 def test_images_change_and_stay_in_pixel_range(finished: Path, tmp_path: Path) -> None:
     first = load_checkpoint(finished / "checkpoint.prev.pt")["synthetic"]  # after outer iteration 1
     last = read_synthetic_set(finished / "synthetic.pt").images
@@ -169,7 +182,7 @@ def test_ablation_switches_run(fake_cifar: Path, tmp_path: Path, switch: str) ->
 # ---------------------------------------------------------------------------------------------------- bad input
 
 BAD_FLAGS = [
-    ["--ipc", "0"], ["--ipc", "abc"], ["--iterations", "0"], ["--inner-steps", "-1"], ["--factor", "3"],
+    ["--ipc", "0"], ["--ipc", "abc"], ["--iterations", "-1"], ["--inner-steps", "-1"], ["--factor", "3"],
     ["--init", "noise"], ["--preset", "gpu"], ["--real-selection", "all"], ["--distance", "l1"],
     ["--model-steps", "-1"], ["--projection-steps", "-2"], ["--batch-real", "0"], ["--batch-train", "0"],
     ["--select-every", "0"], ["--balance-interval", "0"], ["--image-size-b", "4"], ["--patch-size-b", "-1"],
