@@ -97,6 +97,20 @@ def _write_temporary(path: Path, write: Callable[[IO[bytes]], None]) -> Path:
     return temporary
 
 
+def _install(temporary: Path, path: Path, before: Callable[[], None] | None = None) -> Path:
+    """Rename the finished ``temporary`` over ``path`` (after ``before``), removing it if anything fails."""
+    try:
+        if before is not None:
+            before()
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            temporary.unlink()
+        raise
+    _fsync_folder(path.parent)
+    return path
+
+
 def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None]) -> Path:
     """Call ``write(handle)`` on a temporary file beside ``path``, then rename the finished file over ``path``.
 
@@ -124,15 +138,7 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None
     path = _check_path("path", path)
     if not callable(write):
         raise TypeError(f"`write` must be a callable taking a binary file handle, got {describe(write)}")
-    temporary = _write_temporary(path, write)
-    try:
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            temporary.unlink()
-        raise
-    _fsync_folder(path.parent)
-    return path
+    return _install(_write_temporary(path, write), path)
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes | bytearray | memoryview) -> Path:
@@ -381,8 +387,8 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike[str], *, keep
     if not isinstance(keep_previous, bool):
         raise TypeError(f"`keep_previous` must be a bool, got {describe(keep_previous)}")
     path = _check_path("path", path)
-    temporary = _write_temporary(path, lambda handle: torch.save(state, handle))
-    try:
+
+    def keep() -> None:
         if keep_previous and path.is_file():
             previous = previous_checkpoint_path(path)
             with contextlib.suppress(FileNotFoundError):
@@ -391,13 +397,8 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike[str], *, keep
                 os.link(path, previous)  # path stays in place: there is always a file at path
             except OSError:
                 os.replace(path, previous)
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            temporary.unlink()
-        raise
-    _fsync_folder(path.parent)
-    return path
+
+    return _install(_write_temporary(path, lambda handle: torch.save(state, handle)), path, before=keep)
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
