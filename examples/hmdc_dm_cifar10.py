@@ -64,7 +64,8 @@ class Config:
     init: str = opt("real", "initial images", choices=["random", "real"])
     lr_img: float = opt(0.01, "SGD learning rate of the synthetic images", low=0)
     momentum_img: float = opt(0.5, "SGD momentum of the synthetic images", low=0)
-    iterations: int = opt(100, "outer iterations: models drawn afresh at each (a resume may raise it)", low=1)
+    iterations: int = opt(100, "outer iterations, models drawn afresh at each (0: the initial set only; a resume may "
+                          "raise it)", low=0)
     inner_steps: int = opt(1, "image updates per outer iteration (DM: 1)", low=1)
     projection_steps: int = opt(4, "Adam steps aligning the projections on real data after each draw", low=0)
     lr_projection: float = opt(1e-2, "Adam learning rate of the projections and matching matrix", low=0)

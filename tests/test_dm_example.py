@@ -72,6 +72,20 @@ def test_resume_extends_a_run_bitwise(uninterrupted: Path, fake_cifar: Path, tmp
     assert json.loads((out / "config.json").read_text())["iterations"] == 3
 
 
+def test_zero_iterations_write_the_start_and_a_resume_continues_it_bitwise(uninterrupted: Path, fake_cifar: Path,
+                                                                           tmp_path: Path) -> None:  # fmt: skip
+    """``--iterations 0`` stores the initial set (a curve's first point); resuming it equals the uninterrupted run."""
+    out = tmp_path / "run"
+    run([*TINY, "--iterations", "0", "--checkpoint-every", "2", "--data-root", str(fake_cifar), "--out", str(out)])
+    start = read_synthetic_set(out / "synthetic.pt")
+    assert start.iteration == 0 and start.images.shape == (4, 3, 32, 32)
+    assert load_checkpoint(out / "checkpoint.pt")["metrics"] == []
+    run(["--resume", "--out", str(out), "--iterations", "3", "--quiet", "--data-root", str(fake_cifar)])
+    assert (uninterrupted / "synthetic.pt").read_bytes() == (out / "synthetic.pt").read_bytes()
+    assert rows(uninterrupted) == rows(out)
+    assert not torch.equal(start.images, read_synthetic_set(out / "synthetic.pt").images)
+
+
 def test_a_run_is_refused_and_a_clash_named(uninterrupted: Path, fake_cifar: Path) -> None:
     before = {p.name: p.read_bytes() for p in uninterrupted.iterdir()}
     err = run([*TINY, "--data-root", str(fake_cifar), "--out", str(uninterrupted)], code=2)

@@ -14,6 +14,7 @@ The package, in the order the data flows:
 - [`report`][hmdc_modules.evaluation.report]: the Markdown, CSV, JSON ([`tables`][hmdc_modules.evaluation.tables])
   and chart ([`charts`][hmdc_modules.evaluation.charts]) reports.
 - [`baselines`][hmdc_modules.evaluation.baselines]: the "Random" baseline set.
+- [`paired`][hmdc_modules.evaluation.paired]: paired differences between arms, with Student-t intervals.
 - [`protocols`][hmdc_modules.evaluation.protocols]: the named evaluation protocols (``hmdc``, ``dsa``,
   ``ddranking``); [`augmentation`][hmdc_modules.evaluation.augmentation]: their augmentation modes, schedules and
   optimiser; [`foreign`][hmdc_modules.evaluation.foreign]: sets saved by other tools.
@@ -40,6 +41,7 @@ from hmdc_modules.evaluation.foreign import (
     detect_set_format,
     read_any_set,
 )
+from hmdc_modules.evaluation.paired import PairedDifference, paired_difference, student_t_quantile
 from hmdc_modules.evaluation.pool import (
     DEFAULT_LEARNING_RATE,
     PAPER_FT_POOL,
@@ -87,6 +89,7 @@ __all__ = [
     "ForeignSetError",
     "ModelSpec",
     "OneOpAugment",
+    "PairedDifference",
     "Protocol",
     "SetSource",
     "SetSpec",
@@ -104,6 +107,7 @@ __all__ = [
     "make_random_real_set",
     "mean_std",
     "model_family",
+    "paired_difference",
     "parse_model_entry",
     "plan_cells",
     "plot_accuracy_bars",
@@ -115,6 +119,7 @@ __all__ = [
     "run_cell",
     "run_suite",
     "sample_per_class",
+    "student_t_quantile",
     "summarize",
     "write_csv",
     "write_json",
