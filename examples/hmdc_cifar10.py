@@ -51,6 +51,7 @@ class Config:
     quiet: bool = opt(False, "no progress bars")
     classes: str = opt("", "classes to condense, by index or name (e.g. 3,8 or cat,ship); empty: all")
     real_per_class: int = opt(200, "real images kept per class (0: all)", low=0)
+    real_subset: str = opt("all", "train images: all, or the C/P half (protocol v2)", choices=["all", "C", "P"])
     model_a: str = opt("convnet", "model A: convnet or a timm name (§6)")
     model_b: str = opt("vit_tiny_patch16_224", "model B: a timm name (§6)")
     image_size_a: int = opt(32, "input side of model A (images are resized to it)", low=8)
@@ -164,7 +165,8 @@ def read_classes(cfg: Config) -> tuple[list[str], list[int]]:
 def load_real_data(cfg: Config, names: list[str], classes: list[int], device: torch.device) -> RealData:
     try:
         images, labels = kit.load_cifar10(cfg.data_root, "train", download=cfg.download, progress=not cfg.quiet,
-                                          classes=classes, per_class=cfg.real_per_class or None)  # fmt: skip
+                                          classes=classes, per_class=cfg.real_per_class or None,
+                                          subset=cfg.real_subset)  # fmt: skip
     except (FileNotFoundError, ValueError) as err:
         raise SettingError(f"--data-root: {err}" if isinstance(err, FileNotFoundError) else str(err)) from None
     x, y = kit.normalize(images, kit.CIFAR10_MEAN, kit.CIFAR10_STD).to(device), labels.to(device)

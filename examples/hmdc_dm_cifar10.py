@@ -53,6 +53,7 @@ class Config:
     quiet: bool = opt(False, "no progress bar")
     classes: str = opt("", "classes to condense, by index or name (e.g. 3,8 or cat,ship); empty: all")
     real_per_class: int = opt(500, "real images kept per class (0: all)", low=0)
+    real_subset: str = opt("all", "train images: all, or the C/P half (protocol v2)", choices=["all", "C", "P"])
     model_a: str = opt("convnet", "model A: convnet or a timm name")
     model_b: str = opt("vit_tiny_patch16_224", "model B: a timm name")
     image_size_a: int = opt(32, "input side of model A", low=8)
@@ -64,8 +65,7 @@ class Config:
     init: str = opt("real", "initial images", choices=["random", "real"])
     lr_img: float = opt(0.01, "SGD learning rate of the synthetic images", low=0)
     momentum_img: float = opt(0.5, "SGD momentum of the synthetic images", low=0)
-    iterations: int = opt(100, "outer iterations, models drawn afresh at each (0: the initial set only; a resume may "
-                          "raise it)", low=0)
+    iterations: int = opt(100, "outer iterations, models drawn afresh at each (0: the start only)", low=0)
     inner_steps: int = opt(1, "image updates per outer iteration (DM: 1)", low=1)
     projection_steps: int = opt(4, "Adam steps aligning the projections on real data after each draw", low=0)
     lr_projection: float = opt(1e-2, "Adam learning rate of the projections and matching matrix", low=0)
@@ -141,7 +141,8 @@ def load_real_data(cfg: Config, device: torch.device) -> RealData:
         names = list(kit.CIFAR10_CLASSES if cfg.download else kit.dataset_classes(cfg.data_root))
         classes = kit.parse_classes(cfg.classes, names, name="--classes")
         images, labels = kit.load_cifar10(cfg.data_root, "train", download=cfg.download, progress=not cfg.quiet,
-                                          classes=classes, per_class=cfg.real_per_class or None)  # fmt: skip
+                                          classes=classes, per_class=cfg.real_per_class or None,
+                                          subset=cfg.real_subset)  # fmt: skip
     except (FileNotFoundError, ValueError) as err:
         raise SettingError(f"--data-root: {err}" if isinstance(err, FileNotFoundError) else str(err)) from None
     x, y = kit.normalize(images, kit.CIFAR10_MEAN, kit.CIFAR10_STD).to(device), labels.to(device)

@@ -590,3 +590,53 @@ def test_library_version_falls_back_to_unknown(monkeypatch: pytest.MonkeyPatch):
 
     monkeypatch.setattr(importlib.metadata, "version", missing)
     assert synthetic._library_version() == "unknown"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# load_cifar10: the P/C halves of protocol v2
+# ----------------------------------------------------------------------------------------------------------------
+def test_subset_is_the_split_of_the_full_data_in_both_layouts(tmp_path: Path) -> None:
+    """``subset="C"`` gives the C half of ``pc_split`` over the full data; an image folder holding the same images
+    (class by class, in the same order) gives the same images; P and C are disjoint and cover the data."""
+    from hmdc_modules.condensation.splits import subset_indices
+
+    write_batches(tmp_path / "batches", per_file=40)
+    full_x, full_y = load_cifar10(tmp_path / "batches", "train", progress=False)
+    for part in ("P", "C"):
+        x, y = load_cifar10(tmp_path / "batches", "train", progress=False, subset=part)
+        keep = subset_indices(full_y, part)
+        assert torch.equal(x, full_x[keep]) and torch.equal(y, full_y[keep])
+    p = subset_indices(full_y, "P")
+    c = subset_indices(full_y, "C")
+    assert not set(p.tolist()) & set(c.tolist()) and len(p) + len(c) == len(full_y)
+    for label in full_y.unique().tolist():  # the same images as an image folder, class by class
+        folder = tmp_path / "tree" / "train" / CIFAR10_CLASSES[label]
+        folder.mkdir(parents=True)
+        for i, image in enumerate(full_x[full_y == label]):
+            Image.fromarray(image.permute(1, 2, 0).numpy()).save(folder / f"{i}.png")
+    batch_x, batch_y = load_cifar10(tmp_path / "batches", "train", progress=False, subset="C")
+    tree_x, tree_y = load_cifar10(tmp_path / "tree", "train", progress=False, subset="C")
+    for label in full_y.unique().tolist():
+        assert torch.equal(tree_x[tree_y == label], batch_x[batch_y == label])
+
+
+def test_subset_is_cut_before_classes_and_per_class(tmp_path: Path) -> None:
+    from hmdc_modules.condensation.splits import subset_indices
+
+    write_batches(tmp_path, per_file=40)
+    full_x, full_y = load_cifar10(tmp_path, "train", progress=False)
+    c = subset_indices(full_y, "C")
+    label = int(full_y[c].bincount().argmax())
+    members = c[full_y[c] == label][:3]
+    x, y = load_cifar10(tmp_path, "train", progress=False, subset="C", classes=[label], per_class=3)
+    assert torch.equal(x, full_x[members]) and y.tolist() == [label] * 3
+    other = load_cifar10(tmp_path, "train", progress=False, subset="C", classes=[label], per_class=3, split_seed=7)[0]
+    assert not torch.equal(other, x)  # another seed, another split
+
+
+def test_subset_needs_the_training_split_and_a_known_name(tmp_path: Path) -> None:
+    write_batches(tmp_path)
+    with pytest.raises(ValueError, match=r"`subset` 'C' is a part of the training split; got split='test'"):
+        load_cifar10(tmp_path, "test", progress=False, subset="C")
+    with pytest.raises(ValueError, match=r"`subset`"):
+        load_cifar10(tmp_path, "train", progress=False, subset="Q")  # type: ignore[arg-type]

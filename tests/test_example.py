@@ -443,3 +443,18 @@ def test_docs_preset_table_matches_the_presets() -> None:
     assert line.split("|")[2].strip() == f"{cpu['--batch-real']}, {cpu['--batch-train']}"
     line = next(row for row in page.splitlines() if "`--real-per-class`" in row)
     assert line.split("|")[2].strip() == cpu["--real-per-class"]
+
+
+def test_real_subset_condenses_from_that_half_only(fake_cifar: Path, tmp_path: Path) -> None:
+    """``--real-subset C`` (protocol v2) starts from images of the C half, never of P."""
+    from hmdc_modules.condensation import CIFAR10_MEAN, CIFAR10_STD, load_cifar10, normalize
+
+    out = tmp_path / "c"
+    run([*TINY, "--init", "real", "--factor", "1", "--ipc", "3", "--real-subset", "C", "--iterations", "0",
+         "--data-root", str(fake_cifar), "--out", str(out)])  # fmt: skip
+    stored = read_synthetic_set(out / "synthetic.pt").images
+    halves = {part: normalize(load_cifar10(fake_cifar, subset=part, progress=False)[0], CIFAR10_MEAN, CIFAR10_STD)
+              for part in ("C", "P")}  # fmt: skip
+    for image in stored:
+        assert any(torch.allclose(image, x, atol=1e-6) for x in halves["C"])
+        assert not any(torch.allclose(image, x, atol=1e-6) for x in halves["P"])

@@ -29,6 +29,7 @@ from hmdc_modules.condensation._cifar_batches import (
     read_torchvision_layout,
 )
 from hmdc_modules.condensation._image_files import class_folders, decode_files, select_files
+from hmdc_modules.condensation.splits import PC_SPLIT_SEED, SPLIT_SUBSETS, subset_indices
 
 __all__ = [
     "CIFAR10_CLASSES",
@@ -141,6 +142,17 @@ def _select(labels: Tensor, classes: list[int] | None, per_class: int | None) ->
             members = members[:per_class]
         chosen.append(members)
     return torch.cat(chosen).sort().values
+
+
+def _select_in_subset(
+    labels: Tensor, subset: str, seed: int, classes: list[int] | None, per_class: int | None
+) -> Tensor | None:
+    """As ``_select``, within one part of the P/C split (cut before ``per_class`` takes the first of each class)."""
+    if subset == "all":
+        return _select(labels, classes, per_class)
+    part = subset_indices(labels, subset, seed=seed)  # type: ignore[arg-type]  # each class is cut on its own
+    inner = _select(labels[part], classes, per_class)
+    return part if inner is None else part[inner]
 
 
 def _split_folders(root: Path, split: str) -> list[Path]:
@@ -316,6 +328,8 @@ def load_cifar10(
     progress: bool = True,
     classes: Sequence[int] | None = None,
     per_class: int | None = None,
+    subset: Literal["all", "P", "C"] = "all",
+    split_seed: int = PC_SPLIT_SEED,
 ) -> tuple[Tensor, Tensor]:
     """Load a CIFAR-10 split as one ``uint8`` image tensor and its labels.
 
@@ -340,6 +354,11 @@ def load_cifar10(
     (``classes=[3, 8]`` gives labels 3 and 8, not 0 and 1), and the samples keep their source order (the
     interleaved order of the batch files; class by class for image folders).
 
+    ``subset="P"`` or ``"C"`` keeps one half of the fixed pretraining/condensation split of the training set
+    ([`pc_split`][hmdc_modules.condensation.splits.pc_split] with ``split_seed``; CPU protocol v2 pretrains on P and
+    condenses from C). The split is cut first, class by class, so ``per_class`` then takes the first images of each
+    class *within* that half, and a subset of ``classes`` gets the same images as the full data would.
+
     Args:
         root: The data folder (holding ``cifar-10-batches-py`` or ``train``/``test``).
         split: ``"train"`` (50,000 images) or ``"test"`` (10,000).
@@ -347,6 +366,8 @@ def load_cifar10(
         progress: Whether to show a progress bar while decoding image files.
         classes: Class indices to keep; ``None`` keeps all.
         per_class: Keep only the first ``per_class`` images of each kept class; ``None`` keeps all.
+        subset: ``"all"`` (the default), or the ``"P"``/``"C"`` half of the training split.
+        split_seed: The seed of the P/C split (protocol v2's by default).
 
     Returns:
         ``(images, labels)``: ``images`` ``uint8`` in NCHW order (RGB), ``labels`` ``int64`` class indices.
@@ -357,7 +378,8 @@ def load_cifar10(
         DatasetDownloadError: If ``download=True`` and the download fails (one line; nothing is left behind).
         ValueError: If an image is not a 32x32 8-bit RGB image (the message names the file), a batch file is not a
             CIFAR batch, ``split`` is unknown, ``classes`` names a class absent from the data or repeats one, or a
-            class has fewer than ``per_class`` images.
+            class has fewer than ``per_class`` images, ``subset`` is unknown, or ``subset`` is ``"P"``/``"C"``
+            with ``split="test"``.
         TypeError: If an argument has the wrong type.
 
     Shape:
@@ -378,6 +400,9 @@ def load_cifar10(
     root = _check_root(root)
     _check_bool("download", download)
     selected = _check_common(split, per_class, progress, classes)
+    check_choice("subset", subset, SPLIT_SUBSETS)
+    if subset != "all" and split != "train":
+        raise ValueError(f"`subset` {subset!r} is a part of the training split; got split={split!r}")
 
     if download:
         images, labels = download_torchvision(root, split)
@@ -390,14 +415,17 @@ def load_cifar10(
             indices = [CIFAR10_CLASSES.index(name) for name in names]
         else:
             indices = list(range(len(names)))
-        files, labels = select_files(folders, indices, selected, per_class)
+        files, labels = select_files(folders, indices, selected, per_class if subset == "all" else None)
         if not files:
             raise _missing_data_error(root, split, f"the class folders of '{root / split}' hold no .png/.jpg images")
+        if subset != "all":  # only the chosen files are decoded
+            keep = _select_in_subset(labels, subset, split_seed, None, per_class)
+            files, labels = ([files[i] for i in keep], labels[keep]) if keep is not None else (files, labels)
         return decode_files(files, f"CIFAR-10 {split}", progress, (SIDE, SIDE)), labels
     else:
         raise _missing_data_error(root, split, "neither layout is there")
 
-    keep = _select(labels, selected, per_class)
+    keep = _select_in_subset(labels, subset, split_seed, selected, per_class)
     if keep is not None:
         images, labels = images[keep], labels[keep]
     return images.contiguous(), labels
