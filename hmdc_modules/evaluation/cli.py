@@ -160,6 +160,7 @@ def _protocol_summary(settings: dict[str, Any]) -> str:
 def build_parser() -> argparse.ArgumentParser:
     """The parser of the evaluation command (``python -m hmdc_modules.evaluate SET_OR_RUN ...``)."""
     from hmdc_modules import evaluate
+    from hmdc_modules.condensation.precision import PRECISIONS
     from hmdc_modules.evaluation.augmentation import AUGMENT_MODES
     from hmdc_modules.evaluation.foreign import SET_FORMATS
     from hmdc_modules.evaluation.pool import PAPER_FT_POOL, PAPER_POOL
@@ -335,6 +336,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data-root", default="data/cifar10", help="CIFAR-10 folder (default: %(default)s)")
     parser.add_argument("--out", default=None, help="output folder (default: runs/eval/<set names joined by '+'>)")
     parser.add_argument("--device", default="auto", help="'auto' (CUDA when available), 'cpu', 'cuda:0', ...")
+    parser.add_argument(
+        "--precision",
+        choices=list(PRECISIONS),
+        default="fp32",
+        help="arithmetic of the models' training and test forward passes: fp32 (the default); bf16: under "
+        "torch.autocast to bfloat16 (experimental), parameters, optimiser state and images stay float32; tf32: "
+        "TensorFloat-32 matmuls and convolutions, CUDA only. Recorded in the settings: a folder holds one precision",
+    )
     parser.add_argument("--quiet", action="store_true", help="log lines instead of progress bars")
     return parser
 
@@ -446,7 +455,11 @@ def _settings(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Eval
 
     if args.no_augment and args.augment not in (None, "none"):
         parser.error(f"--no-augment contradicts --augment {args.augment}")
-    overrides: dict[str, Any] = {"data_root": args.data_root, "test_per_class": args.test_per_class}
+    overrides: dict[str, Any] = {
+        "data_root": args.data_root,
+        "test_per_class": args.test_per_class,
+        "precision": args.precision,
+    }
     for flag in ("epochs", "eval_every", "batch_size", "momentum", "weight_decay", "lr_schedule", "lr_decay"):
         if getattr(args, flag) is not None:
             overrides[flag] = getattr(args, flag)

@@ -27,6 +27,7 @@ from typing import Any
 from torch import nn
 
 from hmdc_modules._validation import check_non_negative_float, check_positive_int, describe
+from hmdc_modules.condensation.precision import check_precision
 from hmdc_modules.evaluation.augmentation import AUGMENT_MODES, check_lr_schedule
 from hmdc_modules.evaluation.foreign import SetSource
 from hmdc_modules.evaluation.pool import default_learning_rate, model_family
@@ -104,10 +105,15 @@ class EvalSettings:
         metric: The protocol's reported metric, ``"best"`` (over the tests, selected on the test set) or
             ``"final"``; both are always recorded, this one is named first in the reports.
         use_learned_lr: Train with a set's learned learning rate (MTT's ``lr_best.pt``) when it has one.
+        precision: The arithmetic of the training and test forward passes (and the loss): ``"fp32"`` (the
+            default), ``"bf16"`` (under ``torch.autocast`` to bfloat16) or ``"tf32"`` (TensorFloat-32 matmuls and
+            convolutions, CUDA only); see [`precision_context`][hmdc_modules.condensation.precision.precision_context].
+            Parameters, optimiser state and data stay float32. It changes results, so it is compared like the other
+            settings: a folder holds cells of one precision. Records written before it existed read as ``"fp32"``.
 
     Raises:
         TypeError: If an argument has the wrong type.
-        ValueError: If a number is out of range.
+        ValueError: If a number is out of range or ``precision`` is unknown.
 
     Examples:
         >>> EvalSettings(epochs=300).batch_size
@@ -116,6 +122,8 @@ class EvalSettings:
         True
         >>> EvalSettings(epochs=3).differences(EvalSettings(epochs=2))
         {'epochs': (2, 3)}
+        >>> EvalSettings(precision="bf16").differences(EvalSettings())
+        {'precision': ('fp32', 'bf16')}
     """
 
     epochs: int = 2000
@@ -135,6 +143,7 @@ class EvalSettings:
     lr_decay: float = 0.1
     metric: str = "best"
     use_learned_lr: bool = True
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         check_positive_int("epochs", self.epochs)
@@ -166,6 +175,7 @@ class EvalSettings:
         if not isinstance(self.use_learned_lr, bool):
             raise TypeError(f"`use_learned_lr` must be a bool, got {describe(self.use_learned_lr)}")
         object.__setattr__(self, "data_root", _check_path("data_root", self.data_root))
+        check_precision(self.precision)
 
     def to_dict(self) -> dict[str, Any]:
         """Every setting as plain JSON values."""
@@ -174,6 +184,9 @@ class EvalSettings:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> EvalSettings:
         """Rebuild settings from [`to_dict`][hmdc_modules.evaluation.records.EvalSettings.to_dict]'s output.
+
+        A setting missing from ``data`` (a file written before it existed) takes its default: settings without
+        ``precision`` read as ``"fp32"``.
 
         Raises:
             TypeError: If ``data`` is not a mapping or a value has the wrong type.

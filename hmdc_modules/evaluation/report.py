@@ -21,21 +21,28 @@ from hmdc_modules.evaluation.tables import SummaryRow, summarize, write_csv, wri
 
 __all__ = ["write_reports"]
 
+_ARITHMETIC = {"bf16": "forward passes under bfloat16 autocast", "tf32": "TensorFloat-32 matmuls and convolutions"}
+"""How the protocol sentence names a precision other than fp32."""
+
 
 def _notes(results: Sequence[CellResult], rows: Sequence[SummaryRow], settings: EvalSettings | None) -> list[str]:
-    """The lines under the Markdown heading: the protocol, the seeds, what a table entry is."""
+    """The lines under the Markdown heading: the protocol (and its precision when not fp32), the seeds, what a
+    table entry is."""
     seeds = ", ".join(map(str, sorted({r.seed for r in results})))
     notes = []
     if settings is not None:
         every = f"every {settings.eval_every} epochs and " if settings.eval_every else ""
         rate = "per-model learning rates" if settings.lr is None else f"learning rate {settings.lr}"
         schedule = "" if settings.lr_schedule == "constant" else f" x{settings.lr_decay} ({settings.lr_schedule})"
+        arithmetic = ""
+        if settings.precision != "fp32":
+            arithmetic = f", precision {settings.precision}: {_ARITHMETIC[settings.precision]}"
         notes.append(
             f"Evaluation protocol {settings.protocol}: each model trained {settings.epochs} epochs on the set (SGD, "
             f"{rate}{schedule}, momentum {settings.momentum}, weight decay {settings.weight_decay}, batch "
-            f"{settings.batch_size}, augmentation {settings.augment}, cutmix p {settings.cutmix_p} for CNNs), tested "
-            f"{every}after the last epoch. The protocol reports the {settings.metric} accuracy; the best one selects "
-            "the epoch on the test set."
+            f"{settings.batch_size}, augmentation {settings.augment}, cutmix p {settings.cutmix_p} for "
+            f"CNNs{arithmetic}), tested {every}after the last epoch. The protocol reports the {settings.metric} "
+            "accuracy; the best one selects the epoch on the test set."
         )
     pooled = any(r.num_sets > 1 for r in rows)
     spread = "every seed of every set in the column's group" if pooled else "seeds"

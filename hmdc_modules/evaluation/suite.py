@@ -33,7 +33,14 @@ from hmdc_modules.evaluation import train
 from hmdc_modules.evaluation.ranks import meet
 from hmdc_modules.evaluation.records import Cell, CellResult, EvalSettings, ModelSpec, SetSpec
 from hmdc_modules.evaluation.report import write_reports
-from hmdc_modules.evaluation.store import bind_settings, cell_file, check_record, load_results, write_json
+from hmdc_modules.evaluation.store import (
+    SETTINGS_FILE,
+    bind_settings,
+    cell_file,
+    check_record,
+    load_results,
+    write_json,
+)
 from hmdc_modules.evaluation.tables import SummaryRow, summarize
 
 __all__ = ["SuiteReport", "plan_cells", "run_suite"]
@@ -162,12 +169,15 @@ def _prepare(
     if out.exists() and not out.is_dir():
         raise ValueError(f"`out` '{out}' is a file, expected an output folder")
     out.mkdir(parents=True, exist_ok=True)
-    bound = bind_settings(out, settings, write=ctx.is_main)
+    # Records in a folder that had no settings.json answer for their own settings (precision included), also on
+    # rank 0, which writes the file now: it binds the folder from here on, not the records written before it.
+    had_settings = (out / SETTINGS_FILE).is_file()
+    bind_settings(out, settings, write=ctx.is_main)
     for cell in plan.cells:
         path = cell_file(out, cell.key)
         if not path.is_file():
             continue
-        stored = check_record(path, cell, hashes[cell.set.name], None if bound else settings)
+        stored = check_record(path, cell, hashes[cell.set.name], None if had_settings else settings)
         if stored.group != cell.set.group:  # the group is a report label: the latest one given wins
             stored = dataclasses.replace(stored, set_group=cell.set.group)
             if ctx.is_main:
@@ -225,7 +235,8 @@ def _train_share(
             if cell.key not in mine:
                 continue
             if not show:
-                emit(f"{where}: training {settings.epochs} epochs on {device}")
+                arithmetic = f" in {settings.precision}" if settings.precision != "fp32" else ""
+                emit(f"{where}: training {settings.epochs} epochs on {device}{arithmetic}")
             test_set = test_sets[plan.classes_of[cell.set.name]]
             result = train.run_cell(cell, settings, device=device, progress=show, test_set=test_set)
             write_json(cell_file(out, cell.key), result.to_dict())
@@ -331,8 +342,9 @@ def run_suite(
 
     Raises:
         TypeError: If an argument has the wrong type.
-        ValueError: If ``settings`` differ from the folder's, a stored record was computed from another set file
-            or model recipe, ``out`` is a file, or a list is empty or repeats a name.
+        ValueError: If ``settings`` differ from the folder's (``precision`` included), a stored record was computed
+            from another set file or model recipe, ``out`` is a file, a list is empty or repeats a name, or
+            ``settings.precision`` is ``tf32`` and the device is not CUDA (refused before anything is written).
         FileNotFoundError: If a set, the CIFAR-10 test data or a weights file is missing.
 
     Examples:
@@ -360,6 +372,7 @@ def run_suite(
     # settings.json or relabelled them.
     plan, error = _Plan(), None
     try:
+        train.check_precision_device(settings.precision, device)  # tf32 off CUDA: before anything is written
         plan = _prepare(sets, models, seeds, settings, out, ctx)
     except Exception as caught:  # raised below, on every rank
         error = caught

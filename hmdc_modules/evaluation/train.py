@@ -9,6 +9,11 @@ The test accuracy is measured every ``eval_every`` epochs and after the last one
 the best one seen are kept. The best one is the HMDC paper's metric; it picks the epoch on the test set, so it is
 optimistic, and the final-epoch accuracy is reported beside it.
 
+Under ``settings.precision`` other than ``fp32`` the forward passes of the training steps (and their loss) and of
+the tests run inside [`precision_context`][hmdc_modules.condensation.precision.precision_context] (``bf16``:
+``torch.autocast`` to bfloat16); the backward pass runs outside it, as ``torch.autocast`` advises. The parameters,
+the optimiser's state and the images stay float32.
+
 The model trains in training mode and is tested in evaluation mode. (The reference implementation switches to
 evaluation mode before training and never back, which freezes a ResNet's BatchNorm statistics; that quirk is not
 reproduced.)
@@ -29,6 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hmdc_modules._validation import check_positive_int, check_tensor, describe
+from hmdc_modules.condensation.precision import check_precision, precision_context
 from hmdc_modules.distributed import resolve_device
 from hmdc_modules.evaluation.augmentation import (
     build_augment,
@@ -137,6 +143,7 @@ def evaluate_accuracy(
     *,
     image_size: int | None = None,
     batch_size: int = 500,
+    precision: str = "fp32",
 ) -> float:
     """Accuracy of ``model`` in evaluation mode, in percent; the model's mode is restored afterwards.
 
@@ -146,13 +153,16 @@ def evaluate_accuracy(
         labels: Their class indices.
         image_size: Resize (bilinear) to this side first; ``None`` keeps the size.
         batch_size: Images per forward pass.
+        precision: The arithmetic of the forward passes: ``"fp32"``, ``"bf16"`` (autocast) or ``"tf32"`` (CUDA
+            only); see [`precision_context`][hmdc_modules.condensation.precision.precision_context].
 
     Returns:
         $100 \\cdot$ the fraction of images whose highest logit is their label.
 
     Raises:
         TypeError: If ``model`` is not a module or a tensor argument is not a tensor.
-        ValueError: If the shapes do not match or the set is empty.
+        ValueError: If the shapes do not match, the set is empty, or ``precision`` is unknown (or ``tf32`` off
+            CUDA).
 
     Shape:
         - images: $(N, C, H, W)$; labels: $(N,)$
@@ -170,6 +180,7 @@ def evaluate_accuracy(
     if labels.shape[0] != images.shape[0]:
         raise ValueError(f"`labels` must have one entry per image ({images.shape[0]}), got shape {tuple(labels.shape)}")
     check_positive_int("batch_size", batch_size)
+    check_precision_device(precision, images.device)
     was_training = model.training
     model.eval()
     correct = 0
@@ -178,11 +189,37 @@ def evaluate_accuracy(
             x = images[start : start + batch_size]
             if image_size is not None:
                 x = _resize(x, image_size)
-            predicted = model(x).argmax(dim=1)
+            with precision_context(precision, x.device):
+                logits = model(x)
+            predicted = logits.argmax(dim=1)
             correct += int((predicted == labels[start : start + batch_size].to(predicted.device)).sum())
     finally:
         model.train(was_training)
     return 100.0 * correct / images.shape[0]
+
+
+def check_precision_device(precision: str, device: str | torch.device) -> str:
+    """``precision`` if it is known and ``device`` can run it (``tf32`` needs CUDA), checked before any training.
+
+    The rule and its message are [`precision_context`][hmdc_modules.condensation.precision.precision_context]'s:
+    the context is entered once, with nothing inside.
+
+    Raises:
+        TypeError: If ``precision`` is not a string or ``device`` not a device.
+        ValueError: If ``precision`` is unknown, or ``tf32`` is asked for on a device other than CUDA.
+
+    Examples:
+        >>> check_precision_device("bf16", "cpu")
+        'bf16'
+        >>> check_precision_device("tf32", "cpu")
+        Traceback (most recent call last):
+        ...
+        ValueError: `precision` 'tf32' needs a CUDA device, got 'cpu' (use 'fp32' or 'bf16')
+    """
+    check_precision(precision)
+    with precision_context(precision, device):
+        pass
+    return precision
 
 
 def _batches(order: Tensor, batch_size: int) -> list[Tensor]:
@@ -221,7 +258,11 @@ def _train_epoch(
     order: torch.Generator,
     draws: torch.Generator,
 ) -> float:
-    """One pass over the set in a seeded order, each batch augmented, cut-mixed and resized; the mean loss."""
+    """One pass over the set in a seeded order, each batch augmented, cut-mixed and resized; the mean loss.
+
+    The forward pass and the loss run in ``settings.precision`` (the logits are cast to float32 for the loss, so
+    that soft targets are not rounded to bfloat16), the backward pass and the optimiser step outside it.
+    """
     from hmdc_modules.condensation import cutmix
     from hmdc_modules.functional import soft_cross_entropy
 
@@ -236,7 +277,8 @@ def _train_epoch(
             if use_cutmix:
                 x, target = cutmix(x, target, settings.num_classes, p=settings.cutmix_p, generator=draws)
             x = _resize(x, image_size)
-        loss = soft_cross_entropy(model(x), target)
+        with precision_context(settings.precision, x.device):
+            loss = soft_cross_entropy(model(x).float(), target)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -306,7 +348,8 @@ def run_cell(
     Raises:
         TypeError: If an argument has the wrong type.
         FileNotFoundError: If the set file, the test data or a weights file is missing.
-        ValueError: If the set is not a synthetic-set file or holds labels outside ``[0, num_classes)``.
+        ValueError: If the set is not a synthetic-set file or holds labels outside ``[0, num_classes)``, or
+            ``settings.precision`` is ``tf32`` and ``device`` is not CUDA (before any training).
 
     Examples:
         >>> from hmdc_modules.evaluation import Cell, EvalSettings, ModelSpec, SetSpec
@@ -331,6 +374,7 @@ def run_cell(
     if not isinstance(progress, bool):
         raise TypeError(f"`progress` must be a bool, got {describe(progress)}")
     device = resolve_device(device)
+    check_precision_device(settings.precision, device)  # tf32 off CUDA: refused before anything is read or trained
     started = time.perf_counter()
 
     stored, sha256 = read_set(cell.set.path, cell.set.source)
@@ -404,7 +448,12 @@ def run_cell(
             )
             if epoch == settings.epochs or (settings.eval_every and epoch % settings.eval_every == 0):
                 accuracy = evaluate_accuracy(
-                    model, test_x, test_y, image_size=spec.image_size, batch_size=settings.test_batch_size
+                    model,
+                    test_x,
+                    test_y,
+                    image_size=spec.image_size,
+                    batch_size=settings.test_batch_size,
+                    precision=settings.precision,
                 )
                 history.append((epoch, accuracy))
                 bar.set_postfix(
