@@ -10,46 +10,29 @@ condensed arm's ConvNet-3 accuracy on the curve is within --tolerance points of 
 from __future__ import annotations
 
 import argparse
-import json
-import re
-import statistics
-import sys
-from collections import defaultdict
 from pathlib import Path
 
 import torch
+from protocol_tables import accuracies, accuracy_table, paired_table, read_cells, times_table
 
 from hmdc_modules.condensation import read_synthetic_set
-from hmdc_modules.evaluation import paired_difference
 
 ARMS = ("hmdc_dm", "single_model")
-BASELINE = "random"
 MODELS = ("convnet", "resnet18", "vit_tiny_patch16_224")
-SNAPSHOT = re.compile(r"(?P<arm>[a-z_]+)_s(?P<seed>\d+)_u(?P<updates>\d{4})")
-
-
-def cells(results: Path) -> list[dict]:
-    if not results.is_file():
-        return []
-    return json.loads(results.read_text())["cells"]
 
 
 def curve(out: Path) -> dict[str, dict[int, float]]:
     """ConvNet-3 accuracy of seed 0's stored sets, by arm and update count (the shared start counts for both)."""
-    points: dict[str, dict[int, float]] = defaultdict(dict)
-    for cell in cells(out / "curve" / "results.json"):
-        match = SNAPSHOT.fullmatch(cell["set_name"])
-        if match is None or cell["model"]["name"] != "convnet":
-            continue
-        points[match["arm"]][int(match["updates"])] = cell["final_accuracy"]
-    if 0 in points.get("single_model", {}):
+    acc = accuracies(read_cells(out / "curve" / "results.json"), key="updates")
+    points = {arm: dict(acc.get((arm, "convnet"), {})) for arm in ARMS}
+    if 0 in points["single_model"]:
         points["hmdc_dm"].setdefault(0, points["single_model"][0])  # one start, evaluated once
     return points
 
 
 def choose(points: dict[str, dict[int, float]], tolerance: float) -> int:
-    counts = sorted({n for arm in ARMS for n in points.get(arm, {})} - {0})
-    missing = [(arm, n) for arm in ARMS for n in counts if n not in points.get(arm, {})]
+    counts = sorted({n for arm in ARMS for n in points[arm]} - {0})
+    missing = [(arm, n) for arm in ARMS for n in counts if n not in points[arm]]
     if not counts or missing:
         raise SystemExit(f"the curve is incomplete (missing {missing or 'every point'}): cannot choose N yet")
     best = {arm: max(points[arm].values()) for arm in ARMS}
@@ -67,74 +50,24 @@ def movement(out: Path, arm: str, updates: int) -> float:
     return float(((now.images - start.images) * std).abs().mean() * 255)
 
 
-def seconds_per_update(out: Path, arm: str) -> list[float]:
-    values = []
-    for metrics in sorted((out / "sets").glob(f"{arm}_s*/metrics.csv")):
-        rows = metrics.read_text().splitlines()[1:]
-        header = metrics.read_text().splitlines()[0].split(",")
-        column = header.index("seconds")
-        values += [float(r.split(",")[column]) for r in rows]
-    return values
-
-
 def report(out: Path) -> str:
-    points, lines = curve(out), []
+    points = curve(out)
     n = int((out / "N").read_text()) if (out / "N").is_file() else None
-    lines += ["### The curve (seed 0, ConvNet-3, one training seed)", "",
-              "| image updates | hmdc_dm ConvNet-3 (%) | single_model ConvNet-3 (%) | hmdc_dm pixel change | "
-              "single_model pixel change |", "| ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
-    for updates in sorted({u for arm in ARMS for u in points.get(arm, {})}):
+    lines = ["### The curve (seed 0, ConvNet-3, one training seed)", "",
+             "| image updates | hmdc_dm ConvNet-3 (%) | single_model ConvNet-3 (%) | hmdc_dm pixel change | "
+             "single_model pixel change |", "| ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
+    for updates in sorted({u for arm in ARMS for u in points[arm]}):
         row = [str(updates)] + [f"{points[arm].get(updates, float('nan')):.2f}" for arm in ARMS]
         row += [f"{movement(out, arm, updates):.2f}" for arm in ARMS]
         lines.append("| " + " | ".join(row) + " |")
-    lines += ["", f"N = {n} (the rule of scripts/dm_protocol.sh)", ""]
-    acc: dict[tuple[str, str], dict[int, float]] = defaultdict(dict)
-    for cell in cells(out / "eval" / "results.json"):
-        match = re.fullmatch(r"(?P<arm>[a-z_]+)_s(?P<seed>\d+)(_u\d{4})?", cell["set_name"])
-        if match is not None:
-            acc[(match["arm"], cell["model"]["name"])][int(match["seed"])] = cell["final_accuracy"]
-    arms = (*ARMS, BASELINE)
-    lines += ["### Accuracy (%), mean ± standard deviation over the condensation seeds", "",
-              "| arm | " + " | ".join(MODELS) + " | average |", "| --- |" + " ---: |" * (len(MODELS) + 1)]  # fmt: skip
-    for arm in arms:
-        seeds = sorted(set.intersection(*(set(acc[(arm, m)]) for m in MODELS))) if acc else []
-        per_seed_avg = [statistics.fmean(acc[(arm, m)][s] for m in MODELS) for s in seeds]
-        row = [arm] + [_mean_sd([acc[(arm, m)][s] for s in seeds]) for m in MODELS] + [_mean_sd(per_seed_avg)]
-        lines.append("| " + " | ".join(row) + " |")
-    header = " | ".join(MODELS) + " | average |", "| --- |" + " ---: |" * (len(MODELS) + 1)
-    lines += ["", "### hmdc_dm minus each arm, paired by condensation seed: mean [95% interval]", "",
-              "| against | " + header[0], header[1]]  # fmt: skip
-    for other in arms[1:]:
-        seeds = sorted(set.intersection(*(set(acc[(a, m)]) for a in ("hmdc_dm", other) for m in MODELS)))
-        if len(seeds) < 2:
-            continue
-        row = [other]
-        for m in MODELS:
-            row.append(paired_difference([acc[("hmdc_dm", m)][s] for s in seeds],
-                                         [acc[(other, m)][s] for s in seeds]).format())  # fmt: skip
-        avg = {a: [statistics.fmean(acc[(a, m)][s] for m in MODELS) for s in seeds] for a in ("hmdc_dm", other)}
-        row.append(paired_difference(avg["hmdc_dm"], avg[other]).format())
-        lines.append("| " + " | ".join(row) + f" |  <!-- seeds {seeds} -->")
-    lines += [
-        "",
-        "### Condensation time",
-        "",
-        "| arm | image updates timed | seconds per update, median (min to max) |",
-        "| --- | ---: | ---: |",
-    ]
-    for arm in ARMS:
-        times = seconds_per_update(out, arm)
-        if times:
-            lines.append(f"| {arm} | {len(times)} | {statistics.median(times):.2f} ({min(times):.2f} to "
-                         f"{max(times):.2f}) |")  # fmt: skip
+    acc = accuracies(read_cells(out / "eval" / "results.json"))
+    lines += ["", f"N = {n} (the rule of scripts/dm_protocol.sh)", "",
+              "### Accuracy (%), mean ± standard deviation over the condensation seeds", "",
+              *accuracy_table(acc, (*ARMS, "random"), MODELS), "",
+              "### hmdc_dm minus each arm, paired by condensation seed: mean [95% interval]", "",
+              *paired_table(acc, "hmdc_dm", ("single_model", "random"), MODELS), "",
+              "### Condensation time", "", *times_table(out, ARMS)]  # fmt: skip
     return "\n".join(lines)
-
-
-def _mean_sd(values: list[float]) -> str:
-    if not values:
-        return "-"
-    sd = statistics.stdev(values) if len(values) > 1 else float("nan")
-    return f"{statistics.fmean(values):.2f} ± {sd:.2f}"
 
 
 def main() -> None:
@@ -143,11 +76,7 @@ def main() -> None:
     parser.add_argument("--choose", action="store_true", help="print N, the number of updates the rule picks")
     parser.add_argument("--tolerance", type=float, default=0.5, help="points below an arm's best (default 0.5)")
     args = parser.parse_args()
-    if args.choose:
-        print(choose(curve(args.out), args.tolerance))
-    else:
-        print(report(args.out))
-    sys.stdout.flush()
+    print(choose(curve(args.out), args.tolerance) if args.choose else report(args.out))
 
 
 if __name__ == "__main__":

@@ -152,6 +152,20 @@ def test_random_baseline_draws_ipc_real_images_per_class_deterministically(fake_
     assert torch.allclose(a.images, normalize(real[picked], CIFAR10_MEAN, CIFAR10_STD))
 
 
+def test_random_baseline_from_the_c_half_draws_only_c_images(fake_cifar: Path, tmp_path: Path) -> None:
+    """Protocol v2's random arm: ``subset="C"`` draws from the condensation half only; indices stay into the split."""
+    from hmdc_modules.condensation.splits import subset_indices
+
+    _, labels = load_cifar10(fake_cifar, "train", progress=False)
+    c_half = set(subset_indices(labels, "C").tolist())
+    for seed in range(4):
+        path = make_random_real_set(fake_cifar, tmp_path / f"c{seed}.pt", ipc=3, seed=seed, progress=False, subset="C")
+        drawn = read_synthetic_set(path).extra
+        assert set(drawn["source_indices"]) <= c_half and drawn["subset"] == "C"
+    with pytest.raises(ValueError, match="`subset`"):
+        make_random_real_set(fake_cifar, tmp_path / "q.pt", ipc=1, progress=False, subset="Q")
+
+
 def test_sample_per_class() -> None:
     labels = torch.tensor([2, 0, 2, 0, 2, 0, 2])
     picked = sample_per_class(labels, 2, seed=5)

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from hmdc_modules._validation import check_positive_int, check_tensor, describe
+from hmdc_modules._validation import check_choice, check_positive_int, check_tensor, describe
 
 __all__ = ["make_random_real_set", "sample_per_class"]
 
@@ -74,6 +74,7 @@ def make_random_real_set(
     classes: Sequence[int] | None = None,
     progress: bool = True,
     overwrite: bool = False,
+    subset: str = "all",
 ) -> Path:
     """Write the "Random" baseline: ``ipc`` real CIFAR-10 training images per class, drawn with ``seed``.
 
@@ -81,8 +82,8 @@ def make_random_real_set(
     drawn with [`sample_per_class`][hmdc_modules.evaluation.baselines.sample_per_class], normalised with
     CIFAR-10's mean and std and saved with
     [`save_synthetic_set`][hmdc_modules.condensation.synthetic.save_synthetic_set] (``factor=1``, ``iteration=0``;
-    ``extra`` records ``baseline="random_real"``, ``seed`` and the drawn ``source_indices`` into the loaded
-    split).
+    ``extra`` records ``baseline="random_real"``, ``seed``, ``subset`` and the drawn ``source_indices`` into the
+    training split of the listed ``classes``).
 
     Args:
         data_root: The CIFAR-10 folder.
@@ -94,6 +95,8 @@ def make_random_real_set(
         progress: Show a progress bar while decoding image folders.
         overwrite: Replace a set file that already exists at the destination (``False``: refuse, so a condensed
             set in a run folder is never replaced by mistake).
+        subset: Draw from ``"all"`` of the training split, or from its ``"C"`` or ``"P"`` half
+            ([`pc_split`][hmdc_modules.condensation.splits.pc_split]; protocol v2 draws from ``C``).
 
     Returns:
         The path of the written set file.
@@ -101,8 +104,8 @@ def make_random_real_set(
     Raises:
         FileNotFoundError: If the data is missing (the message says where it looked and how to get it).
         TypeError: If an argument has the wrong type.
-        ValueError: If ``ipc`` or ``seed`` is out of range, a class has fewer than ``ipc`` images, or the
-            destination file exists and ``overwrite`` is false.
+        ValueError: If ``ipc`` or ``seed`` is out of range, a class has fewer than ``ipc`` images, ``subset`` is
+            unknown, or the destination file exists and ``overwrite`` is false.
 
     Examples:
         >>> path = make_random_real_set("data/cifar10", "runs/random_ipc1", ipc=1, seed=0)  # doctest: +SKIP
@@ -110,6 +113,7 @@ def make_random_real_set(
         'runs/random_ipc1/synthetic.pt'
     """
     from hmdc_modules.condensation import CIFAR10_MEAN, CIFAR10_STD, load_cifar10, normalize, save_synthetic_set
+    from hmdc_modules.condensation.splits import SPLIT_SUBSETS, subset_indices
 
     if not isinstance(out, str | os.PathLike):
         raise TypeError(f"`out` must be a str or path, got {describe(out)}")
@@ -117,6 +121,7 @@ def make_random_real_set(
     check_positive_int("seed", seed, minimum=0)
     if not isinstance(overwrite, bool):
         raise TypeError(f"`overwrite` must be a bool, got {describe(overwrite)}")
+    check_choice("subset", subset, SPLIT_SUBSETS)
     target = Path(out)
     if target.suffix not in (".pt", ".pth"):
         target = target / "synthetic.pt"
@@ -125,7 +130,8 @@ def make_random_real_set(
     if target.parent.exists() and not target.parent.is_dir():
         raise ValueError(f"`out`: '{target.parent}' is a file, expected a folder")
     images, labels = load_cifar10(data_root, "train", progress=progress, classes=classes)
-    picked = sample_per_class(labels, ipc, seed=seed)
+    allowed = subset_indices(labels, subset)  # type: ignore[arg-type]  # each class is cut on its own
+    picked = allowed[sample_per_class(labels[allowed], ipc, seed=seed)]
     save_synthetic_set(
         target,
         normalize(images[picked], CIFAR10_MEAN, CIFAR10_STD),
@@ -135,6 +141,6 @@ def make_random_real_set(
         factor=1,
         ipc=ipc,
         iteration=0,
-        extra={"baseline": "random_real", "seed": seed, "source_indices": picked.tolist()},
+        extra={"baseline": "random_real", "seed": seed, "subset": subset, "source_indices": picked.tolist()},
     )
     return target
