@@ -525,6 +525,9 @@ def test_command_line(fake_cifar: Path, tmp_path: Path, capsys: pytest.CaptureFi
     baseline = tmp_path / "random_ipc1"
     assert main(["random", "--ipc", "1", "--seed", "4", "--data-root", str(fake_cifar), "--out", str(baseline)]) == 0
     assert read_synthetic_set(baseline / "synthetic.pt").labels.tolist() == [0, 1]
+    half = tmp_path / "random_c.pt"
+    assert main(["random", "--subset", "C", "--data-root", str(fake_cifar), "--out", str(half), "--quiet"]) == 0
+    assert read_synthetic_set(half).extra["subset"] == "C"
     out = tmp_path / "eval"
     argv = [str(baseline), "--name", "rnd", "--models", "convnet", "--convnet-width", "8", "--lr", "convnet=0.05"]
     argv += ["--seeds", "5,7", "--epochs", "2", "--eval-every", "1", "--data-root", str(fake_cifar)]

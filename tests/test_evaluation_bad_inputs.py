@@ -110,6 +110,7 @@ CLI_CASES = [
     ("unknown device", ["{set}", "--device", "tpu"], "tpu"),
     ("out is a file", ["{set}", "--out", "{a_file}"], "is a file, expected an output folder"),
     ("random: zero ipc", ["random", "--ipc", "0"], "argument --ipc"),
+    ("random: unknown subset", ["random", "--subset", "Q"], "argument --subset: invalid choice: 'Q'"),
     ("random: unknown class", ["random", "--classes", "foo"], "'foo' is neither a class index"),
     ("random: class out of range", ["random", "--classes", "10"], "10 is out of range"),
     ("random: repeated class", ["random", "--classes", "1,automobile"], "listed twice"),

@@ -361,6 +361,12 @@ def build_random_parser() -> argparse.ArgumentParser:
         "--classes", type=_class_list, default=None, help="class indices or names, e.g. 0,1,2 or cat,dog (default: all)"
     )
     parser.add_argument("--data-root", default="data/cifar10", help="CIFAR-10 folder (default: %(default)s)")
+    parser.add_argument(
+        "--subset",
+        choices=["all", "C", "P"],
+        default="all",
+        help="draw from all of CIFAR-10 train or from the C/P half of the fixed split (protocol v2: C)",
+    )
     parser.add_argument("--out", default=None, help="run folder or .pt file (default: runs/random_ipc<IPC>_seed<SEED>)")
     parser.add_argument("--overwrite", action="store_true", help="replace a set file that already exists at --out")
     parser.add_argument("--quiet", action="store_true", help="no progress bar while reading the images")
@@ -530,6 +536,7 @@ def _run_random(argv: Sequence[str]) -> int:
             classes=args.classes,
             progress=not args.quiet,
             overwrite=args.overwrite,
+            subset=args.subset,
         )
     except _user_errors() as error:
         _fail(parser, str(error))
