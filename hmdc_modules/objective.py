@@ -49,6 +49,7 @@ import torch
 from torch import Tensor, nn
 
 from hmdc_modules._validation import describe
+from hmdc_modules.adapters.timm import fused_attention
 from hmdc_modules.balancer import GradientBalancer
 from hmdc_modules.decomposition import SpatialSemanticDecomposer
 from hmdc_modules.distillation import MutualDistillationLoss
@@ -390,7 +391,9 @@ class HMDCObjective(nn.Module):
         r"""The models' training loss on real data (method §4.2): $\sum_m CE(f_m(x), t) + D_{MD}(x)$.
 
         One forward pass per model; the distillation term (when there is a decomposer) reaches every model, the
-        projections and the matching matrix.
+        projections and the matching matrix. The pass differentiates once, so ViTs run it with fused attention
+        ([`fused_attention`][hmdc_modules.adapters.timm.fused_attention]): back-propagate the loss once, do not
+        differentiate it twice.
 
         Args:
             x: A (augmented) real batch.
@@ -408,7 +411,7 @@ class HMDCObjective(nn.Module):
         """
         from hmdc_modules.condensation.precision import precision_context
 
-        with precision_context(self.precision, x.device):
+        with precision_context(self.precision, x.device), fused_attention(*self.matcher.models):
             outs = [adapter(x) for adapter in self.matcher.models]
             loss = sum(soft_cross_entropy(o.logits, target) for o in outs)
             if self.decomposer is not None and self.distillation is not None:
@@ -434,7 +437,7 @@ class HMDCObjective(nn.Module):
         from hmdc_modules.condensation.precision import precision_context
 
         with precision_context(self.precision, x.device):
-            with torch.no_grad():
+            with torch.no_grad(), fused_attention(*self.matcher.models):
                 features = [adapter(x).features for adapter in self.matcher.models]
             return self.distillation(self.decomposer(features)).float()
 

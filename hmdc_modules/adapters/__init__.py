@@ -16,7 +16,7 @@ from hmdc_modules.adapters.base import FeatureAdapter
 from hmdc_modules.adapters.cnn import CNNAdapter
 from hmdc_modules.adapters.hooks import HookAdapter, default_output_fn
 from hmdc_modules.adapters.layout import semantic_vector, to_feature_map
-from hmdc_modules.adapters.timm import TimmAdapter, disable_fused_attention, has_timm_interface
+from hmdc_modules.adapters.timm import TimmAdapter, disable_fused_attention, fused_attention, has_timm_interface
 from hmdc_modules.adapters.torchvision import TorchvisionAdapter, has_known_layout
 from hmdc_modules.adapters.vit import ViTAdapter
 
@@ -30,6 +30,7 @@ __all__ = [
     "auto_adapter",
     "default_output_fn",
     "disable_fused_attention",
+    "fused_attention",
     "semantic_vector",
     "to_feature_map",
 ]

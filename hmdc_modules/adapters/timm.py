@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import contextlib
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from torch import Tensor, nn
@@ -12,7 +13,7 @@ from hmdc_modules.adapters.base import FeatureAdapter, _check_module
 from hmdc_modules.adapters.layout import SEMANTICS, semantic_vector
 from hmdc_modules.features import FeatureMap
 
-__all__ = ["TimmAdapter", "disable_fused_attention", "has_timm_interface"]
+__all__ = ["TimmAdapter", "disable_fused_attention", "fused_attention", "has_timm_interface"]
 
 
 def disable_fused_attention(model: nn.Module) -> int:
@@ -50,6 +51,51 @@ def disable_fused_attention(model: nn.Module) -> int:
             module.fused_attn = False
             count += 1
     return count
+
+
+@contextlib.contextmanager
+def fused_attention(*modules: nn.Module) -> Iterator[int]:
+    r"""Let the explicit attention blocks of ``modules`` use PyTorch's fused kernels inside the context.
+
+    The undo of [`disable_fused_attention`][hmdc_modules.adapters.timm.disable_fused_attention] for the passes that
+    differentiate once: a model's own training step, a forward pass without grad. Every timm attention module whose
+    ``fused_attn`` is ``False`` computes ``scaled_dot_product_attention`` inside the context and is switched back
+    on exit (also when the body raises); modules that were already fused are left alone. The flag is read during
+    the forward pass, so a graph built inside the context can be back-propagated once after it; it cannot be
+    differentiated twice (``create_graph=True``), which is what the explicit path is for. Outputs agree with the
+    explicit path up to rounding. (On our 2-core CPU, a ViT-Tiny training step at patch 4 on 32x32, batch 64, took
+    0.88x the explicit path's time; see docs/performance.md.)
+
+    Args:
+        *modules: Any modules (models, adapters, an objective); their submodules are searched.
+
+    Yields:
+        The number of attention modules switched for the context.
+
+    Raises:
+        TypeError: If an argument is not an ``nn.Module``.
+
+    Examples:
+        >>> import timm, torch
+        >>> vit = timm.create_model("test_vit", num_classes=10, img_size=32, patch_size=4)
+        >>> n = disable_fused_attention(vit)
+        >>> with fused_attention(vit) as switched:
+        ...     loss = vit(torch.randn(2, 3, 32, 32)).sum()
+        >>> switched == n, any(getattr(m, "fused_attn", False) for m in vit.modules())
+        (True, False)
+        >>> loss.backward()  # once: fine
+    """
+    for module in modules:
+        _check_module("modules", module)
+    switched = [m for module in modules for m in module.modules() if getattr(m, "fused_attn", None) is False]
+    switched = list({id(m): m for m in switched}.values())  # a module reachable twice is switched once
+    for m in switched:
+        m.fused_attn = True
+    try:
+        yield len(switched)
+    finally:
+        for m in switched:
+            m.fused_attn = False
 
 
 def has_timm_interface(model: nn.Module) -> bool:
