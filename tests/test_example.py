@@ -458,3 +458,35 @@ def test_real_subset_condenses_from_that_half_only(fake_cifar: Path, tmp_path: P
     for image in stored:
         assert any(torch.allclose(image, x, atol=1e-6) for x in halves["C"])
         assert not any(torch.allclose(image, x, atol=1e-6) for x in halves["P"])
+
+
+def test_protocol_v2_round_trip_pretrain_condense_from_c_evaluate_ft(fake_cifar: Path, tmp_path: Path) -> None:
+    """Protocol v2 end to end at a tiny size: pretrain on P, write weights.pt; the example condenses from C with
+    model B reloaded from that file (--weights-b); the evaluation fine-tunes an entry with those weights (_ft)."""
+    from hmdc_modules.condensation.models import create_model, read_weights_info
+    from hmdc_modules.evaluation.cli import main as evaluate
+    from hmdc_modules.pretrain import main as pretrain
+
+    weights = tmp_path / "pretrain" / "weights.pt"
+    assert pretrain(["--data", str(fake_cifar), "--subset", "P", "--model", "test_vit", "--image-size", "32",
+                     "--patch-size", "4", "--batch-size", "8", "--epochs", "1", "--threads", "1", "--no-progress",
+                     "--out", str(weights.parent)]) == 0  # fmt: skip
+    info = read_weights_info(weights)
+    assert info is not None and (info.model, info.image_size, info.patch_size) == ("test_vit", 32, 4)
+    backbone = torch.load(weights, weights_only=True)["state_dict"]["blocks.0.attn.qkv.weight"]
+    assert torch.equal(create_model("test_vit", 10, weights=weights).blocks[0].attn.qkv.weight.detach(), backbone)
+
+    out = tmp_path / "set"
+    run([*TINY, "--iterations", "1", "--real-subset", "C", "--weights-b", str(weights), "--patch-size-b", "4",
+         "--data-root", str(fake_cifar), "--out", str(out)])  # fmt: skip
+    config = json.loads((out / "config.json").read_text())
+    assert config["weights_b"] == str(weights) and config["real_subset"] == "C"
+
+    report = tmp_path / "eval"
+    argv = [str(out), "--name", "v2", "--models", f"convnet,test_vit@weights={weights}", "--patch-size", "4",
+            "--convnet-width", "8", "--epochs", "1", "--eval-every", "0", "--seeds", "1",
+            "--data-root", str(fake_cifar), "--out", str(report), "--device", "cpu", "--quiet"]  # fmt: skip
+    assert evaluate(argv) == 0
+    cells = {c["model"]["label"]: c for c in json.loads((report / "results.json").read_text())["cells"]}
+    assert set(cells) == {"convnet", "test_vit_ft"}
+    assert cells["test_vit_ft"]["model"]["weights"] == str(weights)
