@@ -44,6 +44,29 @@ def fake_cifar(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_fake_cifar(tmp_path_factory.mktemp("cifar"))
 
 
+@pytest.fixture(scope="module")
+def random_set(fake_cifar: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run folder holding the random-real baseline: 2 real images of each of the 2 classes (one per module)."""
+    from hmdc_modules.evaluation import make_random_real_set
+
+    folder = tmp_path_factory.mktemp("random_ipc2")
+    make_random_real_set(fake_cifar, folder, ipc=2, seed=0, progress=False)
+    return folder
+
+
+def assert_drawn_from_half(images: torch.Tensor, root: Path, half: str) -> None:
+    """Every (normalised) image is an image of ``half`` ("C" or "P") of the training split under ``root``, and
+    none is one of the other half's."""
+    from hmdc_modules.condensation import CIFAR10_MEAN, CIFAR10_STD, load_cifar10, normalize
+
+    other = {"C": "P", "P": "C"}[half]
+    halves = {h: normalize(load_cifar10(root, subset=h, progress=False)[0], CIFAR10_MEAN, CIFAR10_STD)
+              for h in (half, other)}  # fmt: skip
+    for image in images:
+        assert any(torch.allclose(image, x, atol=1e-6) for x in halves[half])
+        assert not any(torch.allclose(image, x, atol=1e-6) for x in halves[other])
+
+
 # End-to-end tests: whole runs of the examples and the evaluation suite in subprocesses, several processes under
 # torchrun, the strict site build. They run in CI as their own step (`python -m pytest -q -m slow`); the default
 # `python -m pytest -q` leaves them out (pyproject.toml: -m "not slow") to stay within its 5-minute budget.

@@ -52,14 +52,6 @@ def tiny_settings(root: Path, **changes: object) -> EvalSettings:
 
 
 @pytest.fixture(scope="module")
-def random_set(fake_cifar: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A run folder holding the random-real baseline: 2 real images of each of the 2 classes."""
-    folder = tmp_path_factory.mktemp("random_ipc2")
-    make_random_real_set(fake_cifar, folder, ipc=2, seed=0, progress=False)
-    return folder
-
-
-@pytest.fixture(scope="module")
 def packed_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A multi-formation set file (factor 2): 1 stored image per class, 4 decoded."""
     path = tmp_path_factory.mktemp("packed") / "packed_ipc1.pt"

@@ -21,7 +21,6 @@ from hmdc_modules.evaluation import (
     SetSpec,
     evaluate_accuracy,
     load_results,
-    make_random_real_set,
     run_cell,
     run_suite,
 )
@@ -37,14 +36,6 @@ def tiny_settings(root: Path, **changes: object) -> EvalSettings:
     values: dict[str, object] = {"epochs": 1, "eval_every": 0, "batch_size": 8, "data_root": str(root)}
     values.update(changes)
     return EvalSettings(**values)  # type: ignore[arg-type]
-
-
-@pytest.fixture(scope="module")
-def random_set(fake_cifar: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A run folder holding the random-real baseline: 2 real images of each of the 2 classes."""
-    folder = tmp_path_factory.mktemp("random_ipc2")
-    make_random_real_set(fake_cifar, folder, ipc=2, seed=0, progress=False)
-    return folder
 
 
 def record_dtypes(model: nn.Module) -> list[torch.dtype]:

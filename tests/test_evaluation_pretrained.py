@@ -10,16 +10,9 @@ import torch
 
 import hmdc_modules.evaluation.train as training
 from hmdc_modules.evaluate import build_parser
-from hmdc_modules.evaluation import Cell, EvalSettings, ModelSpec, SetSpec, make_random_real_set, run_cell
+from hmdc_modules.evaluation import Cell, EvalSettings, ModelSpec, SetSpec, run_cell
 from hmdc_modules.evaluation.cli import _model_specs
 from hmdc_modules.evaluation.pool import PAPER_FT_POOL, parse_model_entry
-
-
-@pytest.fixture(scope="module")
-def random_set(fake_cifar: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("random_ipc2")
-    make_random_real_set(fake_cifar, folder, ipc=2, seed=0, progress=False)
-    return folder
 
 
 def _start_state(cell: Cell, settings: EvalSettings, monkeypatch: pytest.MonkeyPatch) -> dict[str, torch.Tensor]:

@@ -11,7 +11,7 @@ import torch
 import hmdc_modules.evaluation.train as training
 from hmdc_modules.condensation import DifferentiableAugment
 from hmdc_modules.evaluate import build_parser, main
-from hmdc_modules.evaluation import Cell, EvalSettings, ModelSpec, SetSpec, make_random_real_set, run_cell
+from hmdc_modules.evaluation import Cell, EvalSettings, ModelSpec, SetSpec, run_cell
 from hmdc_modules.evaluation.augmentation import (
     DSA_OPS,
     OneOpAugment,
@@ -29,13 +29,6 @@ EXPECTED = {
     "dsa": (1000, (1e-2, 1e-2), (1.0, 1.0, 0.1), 256, "dsa", 0.0, "final", 0),
     "ddranking": (1000, (1e-2, 1e-2), (1.0, 1.0, 0.1), 128, "dsa", 0.0, "best", 10),
 }
-
-
-@pytest.fixture(scope="module")
-def random_set(fake_cifar: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("random_ipc2")
-    make_random_real_set(fake_cifar, folder, ipc=2, seed=0, progress=False)
-    return folder
 
 
 def test_hmdc_is_the_default_and_equals_the_settings_defaults() -> None:
