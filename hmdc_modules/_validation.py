@@ -109,3 +109,16 @@ def check_same_batch(names: tuple[str, str], a: Tensor, b: Tensor) -> None:
             f"`{names[0]}` and `{names[1]}` must have the same batch size, got {a.shape[0]} "
             f"(shape {tuple(a.shape)}) and {b.shape[0]} (shape {tuple(b.shape)})"
         )
+
+
+def check_module_sequence(name: str, modules: Any) -> None:
+    """Check that ``modules`` is a non-empty list or tuple of ``nn.Module`` (a single module is refused)."""
+    from torch import nn
+
+    if isinstance(modules, nn.Module) or not isinstance(modules, Sequence):
+        raise TypeError(f"`{name}` must be a list or tuple of nn.Module, got {describe(modules)}")
+    if len(modules) == 0:
+        raise ValueError(f"`{name}` must hold at least one model, got an empty sequence")
+    for index, module in enumerate(modules):
+        if not isinstance(module, nn.Module):
+            raise TypeError(f"`{name}[{index}]` must be an nn.Module, got {describe(module)}")

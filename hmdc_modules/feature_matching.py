@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from hmdc_modules._validation import check_choice, check_tensor, describe
+from hmdc_modules._validation import check_choice, check_module_sequence, check_tensor, describe
 from hmdc_modules.decomposition import SpatialSemanticDecomposer
 from hmdc_modules.features import AdapterOutput
 from hmdc_modules.functional.feature_matching import STATISTIC_DISTANCES, mean_embedding_distance
@@ -116,13 +116,7 @@ class HeterogeneousFeatureMatcher(nn.Module):
         shared_distance: str = "mse",
     ) -> None:
         super().__init__()
-        if isinstance(models, nn.Module) or not isinstance(models, Sequence):
-            raise TypeError(f"`models` must be a list or tuple of nn.Module, got {describe(models)}")
-        if len(models) == 0:
-            raise ValueError("`models` must hold at least one model, got an empty sequence")
-        for index, model in enumerate(models):
-            if not isinstance(model, nn.Module):
-                raise TypeError(f"`models[{index}]` must be an nn.Module, got {describe(model)}")
+        check_module_sequence("models", models)
         if embedding is not None and not callable(embedding):
             raise TypeError(f"`embedding` must be callable or None, got {describe(embedding)}")
         if decomposer is not None and not isinstance(decomposer, SpatialSemanticDecomposer):

@@ -17,7 +17,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from hmdc_modules._validation import check_choice, check_non_negative_float, check_same_batch, check_tensor, describe
+from hmdc_modules._validation import (
+    check_choice,
+    check_module_sequence,
+    check_non_negative_float,
+    check_same_batch,
+    check_tensor,
+    describe,
+)
 from hmdc_modules.features import logits_of
 from hmdc_modules.functional.matching import GRADIENT_DISTANCES, _match_gradients, _soft_cross_entropy
 
@@ -116,13 +123,7 @@ class HeterogeneousGradientMatcher(nn.Module):
         eps: float = 1e-6,
     ) -> None:
         super().__init__()
-        if isinstance(models, nn.Module) or not isinstance(models, Sequence):
-            raise TypeError(f"`models` must be a list or tuple of nn.Module, got {describe(models)}")
-        if len(models) == 0:
-            raise ValueError("`models` must hold at least one model, got an empty sequence")
-        for index, model in enumerate(models):
-            if not isinstance(model, nn.Module):
-                raise TypeError(f"`models[{index}]` must be an nn.Module, got {describe(model)}")
+        check_module_sequence("models", models)
         self.models = nn.ModuleList(models)
         self.distance = check_choice("distance", distance, GRADIENT_DISTANCES)
         self.eps = check_non_negative_float("eps", eps)

@@ -45,6 +45,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from hmdc_modules._cli_types import non_negative_float, positive_int
+
 __all__ = ["PretrainConfig", "load_image_folder_split", "main", "parse_args", "pretrain"]
 
 _IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp"})
@@ -115,28 +117,8 @@ class PretrainConfig:
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if not (value >= 0.0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
-    return value
-
-
 def _fraction(text: str) -> float:
-    value = _non_negative_float(text)
+    value = non_negative_float(text)
     if not 0.0 < value < 1.0:
         raise argparse.ArgumentTypeError(f"expected a number strictly between 0 and 1, got {text!r}")
     return value
@@ -152,21 +134,21 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True, help="run folder (config, checkpoints, logs, weights.pt)")
     parser.add_argument("--subset", default="all", choices=("P", "C", "all"), help="part of the P/C split to train on")
     parser.add_argument("--split-seed", type=int, default=20240, help="seed of the P/C split (protocol v2: 20240)")
-    parser.add_argument("--image-size", type=_positive_int, default=32, help="model input side (default 32)")
-    parser.add_argument("--patch-size", type=_positive_int, default=None, help="ViT patch size")
-    parser.add_argument("--epochs", type=_positive_int, default=20)
-    parser.add_argument("--batch-size", type=_positive_int, default=128)
+    parser.add_argument("--image-size", type=positive_int, default=32, help="model input side (default 32)")
+    parser.add_argument("--patch-size", type=positive_int, default=None, help="ViT patch size")
+    parser.add_argument("--epochs", type=positive_int, default=20)
+    parser.add_argument("--batch-size", type=positive_int, default=128)
     parser.add_argument("--optimizer", default="auto", choices=("auto", "sgd", "adamw"))
-    parser.add_argument("--lr", type=_non_negative_float, default=None, help="peak learning rate (sgd 0.1, adamw 1e-3)")
-    parser.add_argument("--weight-decay", type=_non_negative_float, default=None, help="sgd 5e-4, adamw 0.05")
-    parser.add_argument("--warmup-epochs", type=_non_negative_float, default=1.0)
-    parser.add_argument("--label-smoothing", type=_non_negative_float, default=0.1)
+    parser.add_argument("--lr", type=non_negative_float, default=None, help="peak learning rate (sgd 0.1, adamw 1e-3)")
+    parser.add_argument("--weight-decay", type=non_negative_float, default=None, help="sgd 5e-4, adamw 0.05")
+    parser.add_argument("--warmup-epochs", type=non_negative_float, default=1.0)
+    parser.add_argument("--label-smoothing", type=non_negative_float, default=0.1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--test-fraction", type=_fraction, default=0.1, help="held out a class if no test/ folder")
-    parser.add_argument("--limit-per-class", type=_positive_int, default=None, help="quick trials: images a class")
-    parser.add_argument("--limit-test", type=_positive_int, default=None, help="quick trials: test images")
-    parser.add_argument("--checkpoint-every", type=_positive_int, default=50, help="steps between checkpoints")
-    parser.add_argument("--threads", type=_positive_int, default=None, help="CPU threads (torch.set_num_threads)")
+    parser.add_argument("--limit-per-class", type=positive_int, default=None, help="quick trials: images a class")
+    parser.add_argument("--limit-test", type=positive_int, default=None, help="quick trials: test images")
+    parser.add_argument("--checkpoint-every", type=positive_int, default=50, help="steps between checkpoints")
+    parser.add_argument("--threads", type=positive_int, default=None, help="CPU threads (torch.set_num_threads)")
     parser.add_argument("--device", default="auto", help="'auto' (CUDA if available), 'cpu', 'cuda', 'cuda:1', ...")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     group = parser.add_mutually_exclusive_group()

@@ -169,7 +169,7 @@ def test_bad_settings_fail_before_anything_is_written(
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--epochs", "0"], "expected a positive integer, got '0'"),
+        (["--epochs", "0"], "expected an integer >= 1, got 0"),
         (["--subset", "D"], "invalid choice: 'D'"),
         (["--lr", "-1"], "expected a finite number >= 0"),
         (["--test-fraction", "1"], "strictly between 0 and 1"),
