@@ -46,6 +46,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hmdc_modules._cli_types import non_negative_float, positive_int
+from hmdc_modules.condensation.precision import PRECISIONS, check_precision, precision_context
 
 __all__ = ["PretrainConfig", "load_image_folder_split", "main", "parse_args", "pretrain"]
 
@@ -80,6 +81,8 @@ class PretrainConfig:
         limit_test: Test on at most this many test images (spread evenly), ``None`` for all.
         checkpoint_every: Write a checkpoint every this many steps (and at each epoch's end).
         threads: CPU threads, ``None`` to leave PyTorch's default.
+        precision: Arithmetic of the forward passes and the loss: ``"fp32"``, ``"bf16"`` (autocast; the weights, the
+            optimiser state and the backward pass's results stay float32) or ``"tf32"`` (CUDA only).
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ...
         progress: Show a progress bar.
         resume: Continue the run in ``out``.
@@ -106,6 +109,7 @@ class PretrainConfig:
     limit_test: int | None = None
     checkpoint_every: int = 50
     threads: int | None = None
+    precision: str = "fp32"
     device: str = "auto"
     progress: bool = True
     resume: bool = False
@@ -150,6 +154,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--checkpoint-every", type=positive_int, default=50, help="steps between checkpoints")
     parser.add_argument("--threads", type=positive_int, default=None, help="CPU threads (torch.set_num_threads)")
     parser.add_argument("--device", default="auto", help="'auto' (CUDA if available), 'cpu', 'cuda', 'cuda:1', ...")
+    parser.add_argument(
+        "--precision", default="fp32", choices=PRECISIONS, help="fp32, bf16 (autocast) or tf32 (CUDA); default fp32"
+    )
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--resume", action="store_true", help="continue the unfinished run in --out")
@@ -363,8 +370,9 @@ def _evaluate(model: nn.Module, data: _Data, mean: Tensor, std: Tensor, cfg: Pre
     for start in range(0, len(data.test_labels), 256):
         x = _prepare(data.test_images[start : start + 256], mean, std, cfg.image_size, device)
         y = data.test_labels[start : start + 256].to(device)
-        logits = model(x)
-        loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
+        with precision_context(cfg.precision, device):
+            logits = model(x).float()
+            loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
         correct += int((logits.argmax(1) == y).sum())
     model.train()
     n = len(data.test_labels)
@@ -421,7 +429,7 @@ def _check_run_folder(cfg: PretrainConfig) -> str:
     recorded_path = out / "config.json"
     if not recorded_path.is_file():
         raise RunFolderError(f"`--resume`: {str(out)!r} has no config.json; pass --overwrite to start afresh")
-    recorded = json.loads(recorded_path.read_text())
+    recorded = {"precision": "fp32"} | json.loads(recorded_path.read_text())  # runs from before --precision: fp32
     mine = asdict(cfg)
     differing = sorted(k for k in mine if k not in _RESUMABLE_CHANGES and recorded.get(k) != mine[k])
     if differing:
@@ -444,6 +452,9 @@ def _validate(cfg: PretrainConfig) -> None:
     device = resolve_device(cfg.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"`--device` {cfg.device!r}: CUDA is not available here; use --device cpu or auto")
+    check_precision(cfg.precision, "--precision")
+    if cfg.precision == "tf32" and device.type != "cuda":
+        raise ValueError(f"`--precision` 'tf32' needs a CUDA device, got {device.type!r} (use fp32 or bf16)")
     from hmdc_modules.condensation import create_model
 
     # Builds the model once on the CPU and runs one image through it: catches an incompatible
@@ -596,8 +607,9 @@ def pretrain(cfg: PretrainConfig) -> Path:
             factor = _lr_factor(step, total_steps, warmup_steps)
             for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
                 group["lr"] = base * factor
-            logits = model(x)
-            loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+            with precision_context(cfg.precision, device):
+                logits = model(x)
+                loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
             if not torch.isfinite(loss.detach()):
                 raise FloatingPointError(f"the training loss became {float(loss.detach())} at step {step}; lower --lr")
             optimizer.zero_grad(set_to_none=True)

@@ -153,6 +153,8 @@ def test_a_folder_without_test_split_holds_out_a_stratified_share(tmp_path: Path
         (["--device", "cuda:0"] if not torch.cuda.is_available() else ["--device", "nonsense"], "`--device`"),
         (["--patch-size", "5"], "`image_size` 16 must be divisible by the patch size 5 of 'test_vit'"),
         (["--resume"], "holds no run to resume"),
+        (["--precision", "tf32"] if not torch.cuda.is_available() else ["--precision", "tf32", "--device", "cpu"],
+         "`--precision` 'tf32' needs a CUDA device, got 'cpu'"),
     ],
 )
 def test_bad_settings_fail_before_anything_is_written(
@@ -174,6 +176,7 @@ def test_bad_settings_fail_before_anything_is_written(
         (["--lr", "-1"], "expected a finite number >= 0"),
         (["--test-fraction", "1"], "strictly between 0 and 1"),
         (["--resume", "--overwrite"], "not allowed with argument"),
+        (["--precision", "fp16"], "invalid choice: 'fp16'"),
     ],
 )
 def test_flag_errors_name_the_flag(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -181,3 +184,38 @@ def test_flag_errors_name_the_flag(argv: list[str], message: str, capsys: pytest
         parse_args(["--model", "convnet", "--data", "d", "--out", "o", *argv])
     assert caught.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_bf16_trains_under_autocast_and_keeps_float32_weights(
+    colours: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[torch.dtype] = []
+    real_cross_entropy = pretrain_module.F.cross_entropy
+
+    def spy(logits, *args, **kwargs):
+        seen.append(torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else torch.float32)
+        return real_cross_entropy(logits, *args, **kwargs)
+
+    monkeypatch.setattr(pretrain_module.F, "cross_entropy", spy)
+    assert _run(colours, tmp_path / "bf16", "--epochs", "1", "--precision", "bf16") == 0
+    assert seen and set(seen) == {torch.bfloat16}  # every training and test loss was computed under bf16 autocast
+    seen.clear()
+    assert _run(colours, tmp_path / "fp32", "--epochs", "1") == 0
+    assert set(seen) == {torch.float32}
+    bf16 = torch.load(tmp_path / "bf16" / "weights.pt", weights_only=True)["state_dict"]
+    fp32 = torch.load(tmp_path / "fp32" / "weights.pt", weights_only=True)["state_dict"]
+    assert all(t.dtype == torch.float32 for t in bf16.values() if t.is_floating_point())
+    assert any(not torch.equal(bf16[k], fp32[k]) for k in fp32)  # the arithmetic changed, the format did not
+    assert json.loads((tmp_path / "bf16" / "config.json").read_text())["precision"] == "bf16"
+
+
+def test_a_run_recorded_before_precision_existed_resumes_as_fp32(colours: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    args = ("--epochs", "2", "--checkpoint-every", "2")
+    assert _run(colours, out, *args) == 0
+    (out / "weights.pt").unlink()  # unfinished again: the last checkpoint stands
+    config = json.loads((out / "config.json").read_text())
+    del config["precision"]
+    (out / "config.json").write_text(json.dumps(config))
+    assert _run(colours, out, *args, "--resume", "--precision", "bf16") == 2  # another precision is refused
+    assert _run(colours, out, *args, "--resume") == 0
