@@ -77,7 +77,7 @@ class Config:
     balance_interval: int = opt(10, "the balancer samples every this many calls per class (§1.1)", low=1)
     lr_projection: float = opt(1e-2, "Adam learning rate of projections and matching matrix (§4.3)", above=0)
     distance: str = opt("sse", "gradient distance (§2)", choices=["sse", "dc", "mse", "cosine"])
-    precision: str = opt("fp32", "bf16: autocast (experimental); tf32: CUDA", choices=["fp32", "bf16", "tf32"])
+    precision: str = opt("fp32", "bf16: autocast (needs bfloat16 units); tf32: CUDA", choices=["fp32", "bf16", "tf32"])
     reference_exact: bool = opt(False, "as the authors' code: ConvNet's last tap duplicated, balancer init 1e-6")
     single_model: bool = opt(False, "ablation: model A alone (no model B, no distillation)")
     no_balancer: bool = opt(False, "ablation: weight every loss 1")

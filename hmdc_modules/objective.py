@@ -183,10 +183,10 @@ class HMDCObjective(nn.Module):
         distance: The gradient distance of a matcher built here (ignored when ``adapters`` is a matcher).
         model_names: Names of the models in the loss names (``gm_<name>``); default ``0, 1, ...``.
         precision: The arithmetic of the losses' forward passes and matched gradients, and of the training and
-            alignment losses: ``fp32`` (default), ``bf16`` (``torch.autocast``, CPU and CUDA; experimental, see
-            docs/performance.md) or ``tf32`` (CUDA). The backward passes to the images and to the parameters run
-            outside the context, as autocast advises; parameters, images, the balancer's statistics and any
-            optimiser state stay float32.
+            alignment losses: ``fp32`` (default), ``bf16`` (``torch.autocast``, CPU and CUDA; faster only where the
+            hardware has bfloat16 units, see docs/performance.md) or ``tf32`` (CUDA). The backward passes to the
+            images and to the parameters run outside the context, as autocast advises; parameters, images, the
+            balancer's statistics and any optimiser state stay float32.
 
     Raises:
         TypeError: If ``adapters`` is neither a matcher nor a sequence of modules, or a part has the wrong type.

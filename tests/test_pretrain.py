@@ -153,8 +153,10 @@ def test_a_folder_without_test_split_holds_out_a_stratified_share(tmp_path: Path
         (["--device", "cuda:0"] if not torch.cuda.is_available() else ["--device", "nonsense"], "`--device`"),
         (["--patch-size", "5"], "`image_size` 16 must be divisible by the patch size 5 of 'test_vit'"),
         (["--resume"], "holds no run to resume"),
-        (["--precision", "tf32"] if not torch.cuda.is_available() else ["--precision", "tf32", "--device", "cpu"],
-         "`--precision` 'tf32' needs a CUDA device, got 'cpu'"),
+        (
+            ["--precision", "tf32"] if not torch.cuda.is_available() else ["--precision", "tf32", "--device", "cpu"],
+            "`--precision` 'tf32' needs a CUDA device, got 'cpu'",
+        ),
     ],
 )
 def test_bad_settings_fail_before_anything_is_written(
