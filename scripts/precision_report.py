@@ -13,7 +13,7 @@ import argparse
 import statistics
 from pathlib import Path
 
-from protocol_tables import read_cells
+from protocol_tables import mean_sd, read_cells
 
 from hmdc_modules.evaluation import paired_difference
 
@@ -30,16 +30,12 @@ def accuracies(out: Path) -> dict[str, dict[str, dict[int, float]]]:
     return acc
 
 
-def _sd(values: list[float]) -> str:
-    return f"{statistics.stdev(values):.2f}" if len(values) > 1 else "n/a"
-
-
 def report(out: Path) -> str:
     acc = accuracies(out)
     seeds = sorted(set.intersection(*(set(acc[p].get(m, {})) for p in PRECISIONS for m in MODELS)))
     if len(seeds) < 2:
         raise SystemExit(f"fewer than 2 training seeds evaluated on both sets (have {seeds}): nothing to pair yet")
-    columns = {m: m for m in MODELS} | {"average": "average"}
+    columns = (*MODELS, "average")
 
     def values(p: str, column: str) -> list[float]:
         if column == "average":
@@ -50,7 +46,7 @@ def report(out: Path) -> str:
              "the training seeds, then bf16 - fp32 paired by training seed, mean [95% interval].", "",
              "| set | " + " | ".join(columns) + " |", "| --- |" + " ---: |" * len(columns)]  # fmt: skip
     for p in PRECISIONS:
-        row = [f"{statistics.fmean(values(p, c)):.2f} ± {_sd(values(p, c))}" for c in columns]
+        row = [mean_sd(values(p, c)) for c in columns]
         lines.append(f"| condensed in {p} | " + " | ".join(row) + " |")
     row = [paired_difference(values("bf16", c), values("fp32", c)).format() for c in columns]
     lines.append("| bf16 - fp32 | " + " | ".join(row) + " |")
