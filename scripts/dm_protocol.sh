@@ -15,16 +15,29 @@
 #      within 0.5 points of that arm's best point on the curve. It is written to OUT/N.
 #   3. Seeds 1 and 2 of both arms are condensed to N; seed 0's set at N is its stored snapshot.
 #   4. Every set at N (and the random sets) is trained on the three models, one training seed, 200 epochs.
+#
+# Version 2 (VERSION=v2; fixed after version 1's results and before any of its own). Version 1 picked N = 200, its
+# cap, with the curve still rising (hmdc_dm 31.21, 32.35, 33.30, 35.15 at 0, 50, 100, 200 updates) and the pixels
+# moved 9.9 levels (0-255) in 200 updates. At that pace the sets would converge only after more updates than a
+# 3-hour session holds on 2 cores, so version 2 takes ten times larger image steps and nothing else changes:
+#   --lr-img 0.1 (version 1: the preset's 0.01); the curve at 0, 25, 50, 100, 200 updates; the same rule for N
+#   (over 25, 50, 100, 200); the same seeds, arms, models and evaluation; its own folder, runs/dm_protocol_v2.
+#   VERSION=v2 bash scripts/dm_protocol.sh
+#   python scripts/dm_report.py runs/dm_protocol_v2
 set -euo pipefail
 
-OUT=${OUT:-runs/dm_protocol}
+VERSION=${VERSION:-v1}
 LANES=${LANES:-2}
 DATA=${DATA:-data/cifar10}
-SNAPSHOTS="0 50 100 200"
 SEEDS="0 1 2"
-
 # Condensation: the DM example's cpu preset (IPC 10, ConvNet-3 + ViT-Tiny at patch 8, 500 real images a class).
 COMMON=(--preset cpu --data-root "$DATA" --device cpu --quiet)
+case "$VERSION" in
+  v1) OUT=${OUT:-runs/dm_protocol}; SNAPSHOTS="0 50 100 200" ;;
+  v2) OUT=${OUT:-runs/dm_protocol_v2}; SNAPSHOTS="0 25 50 100 200"; COMMON+=(--lr-img 0.1) ;;
+  *) echo "VERSION: expected v1 or v2, got $VERSION" >&2; exit 2 ;;
+esac
+export VERSION OUT
 # Evaluation: the hmdc protocol at 200 epochs, tested once after the last (so "best" = "final").
 EVAL=(--protocol hmdc --patch-size 8 --seeds 1 --epochs 200 --eval-every 0 --data-root "$DATA" --device cpu --quiet)
 MODELS=convnet,resnet18,vit_tiny_patch16_224
