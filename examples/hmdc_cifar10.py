@@ -432,14 +432,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --device: {err}", file=sys.stderr)
         return 2
     hint = f"the last checkpoint is intact: continue with --resume --out {cfg.out}, on any number of processes"
+    status = 1  # until the run has finished on this rank
     try:
-        return ranks.run_guarded(lambda: run(cfg, given, ctx), ctx, resume_hint=hint)
+        status = ranks.run_guarded(lambda: run(cfg, given, ctx), ctx, resume_hint=hint)
+        return status
     except (SettingError, FloatingPointError) as err:  # a bad setting (2), or a run that cannot go on (1)
         stop = "" if isinstance(err, SettingError) else f"; stopping. The last checkpoint in {cfg.out!r} is intact"
         print(f"{f'[rank {ctx.rank}] ' if ctx.enabled else ''}error: {err}{stop}", file=sys.stderr)
         return 1 if stop else 2
     finally:
-        ranks.shutdown_distributed(ctx)
+        ranks.shutdown_distributed(ctx, synchronize=status == 0)
 
 
 if __name__ == "__main__":

@@ -172,9 +172,25 @@ def init_distributed(
     return DistributedContext(dist.get_rank(), dist.get_world_size(), local_rank, resolved, dist.get_backend())
 
 
-def shutdown_distributed(ctx: DistributedContext) -> None:
-    """Leave the process group (a no-op for a single process)."""
+def shutdown_distributed(ctx: DistributedContext, *, synchronize: bool = True) -> None:
+    """Leave the process group (a no-op for a single process).
+
+    With ``synchronize`` (the default), every rank first waits until the others get here, so that no rank tears
+    down its connections while a peer is still working: the ranks leave together, and a rank that finished early
+    (nothing left to train, say) does not exit before the rank writing the reports. A peer that has ended already
+    is not waited for. Pass ``synchronize=False`` where the other ranks may never get here, such as after an error
+    on this rank.
+
+    Args:
+        ctx: The context from [`init_distributed`][hmdc_modules.distributed.init_distributed].
+        synchronize: Wait for the other ranks before leaving.
+    """
     if ctx.enabled and dist.is_initialized():
+        if synchronize:
+            try:
+                dist.barrier()
+            except RuntimeError:  # gloo: "Connection closed by peer" (a DistError, or a plain RuntimeError)
+                pass  # a peer ended first: nobody is left to wait for
         dist.destroy_process_group()
 
 

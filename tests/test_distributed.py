@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import datetime
 import os
 import signal
 import socket
@@ -213,6 +214,43 @@ def test_sync_balancer_merges_to_the_single_process_state(tmp_path: Path) -> Non
         assert sorted((r.group, r.magnitudes) for r in merged.history) == sorted(
             (r.group, r.magnitudes) for r in single.history
         )
+
+
+def _shutdown_worker(rank: int, world_size: int, port: int, out: str, synchronize: bool) -> None:
+    """Rank 1 reaches the shutdown late; rank 0 notes whether rank 1 had arrived when its own shutdown returned."""
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank)
+    )
+    ctx = init_distributed("cpu")
+    arrived = Path(out) / "rank1_arrived"
+    if rank == 1:
+        time.sleep(1.0)  # the last rank still writing its reports
+        arrived.write_text("1")
+    shutdown_distributed(ctx, synchronize=synchronize)
+    if rank == 0:
+        (Path(out) / "rank0_saw").write_text(str(int(arrived.exists())))
+    assert not torch.distributed.is_initialized()
+
+
+@pytest.mark.parametrize("synchronize", [True, False])
+def test_shutdown_waits_for_every_rank_unless_told_not_to(tmp_path: Path, synchronize: bool) -> None:
+    mp.spawn(_shutdown_worker, args=(2, free_port(), str(tmp_path), synchronize), nprocs=2, join=True)
+    assert (tmp_path / "rank0_saw").read_text() == ("1" if synchronize else "0")
+
+
+def _early_exit_worker(rank: int, world_size: int, port: int) -> None:
+    """Rank 1 leaves without waiting and exits; rank 0's synchronised shutdown must still return."""
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank)
+    )
+    ctx = init_distributed("cpu", timeout=datetime.timedelta(seconds=60))
+    if rank == 0:
+        time.sleep(1.0)  # rank 1 is gone by now
+    shutdown_distributed(ctx, synchronize=rank == 0)
+
+
+def test_a_synchronised_shutdown_does_not_wait_for_a_rank_that_ended() -> None:
+    mp.spawn(_early_exit_worker, args=(2, free_port()), nprocs=2, join=True)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -523,6 +523,7 @@ def _evaluate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         ctx = init_distributed(args.device)  # checks the device name before any process group
     except _user_errors() as error:
         _fail(parser, str(error))
+    status = 1  # until the job has run on this rank
     try:
         failure: Exception | None = None
         try:
@@ -541,7 +542,7 @@ def _evaluate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     except _user_errors() as error:
         _fail(parser, str(error), ctx)
     finally:
-        shutdown_distributed(ctx)
+        shutdown_distributed(ctx, synchronize=status == 0)
     if status != 0:
         return status
     report = reports[0]
