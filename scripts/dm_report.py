@@ -10,6 +10,7 @@ condensed arm's ConvNet-3 accuracy on the curve is within --tolerance points of 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import torch
@@ -53,7 +54,9 @@ def movement(out: Path, arm: str, updates: int) -> float:
 def report(out: Path) -> str:
     points = curve(out)
     n = int((out / "N").read_text()) if (out / "N").is_file() else None
-    lines = ["### The curve (seed 0, ConvNet-3, one training seed)", "",
+    rates = sorted({json.loads(c.read_text())["lr_img"] for c in (out / "sets").glob("*/config.json")})
+    lines = [f"Image learning rate (--lr-img, from the runs' config.json): {', '.join(map(str, rates))}", "",
+             "### The curve (seed 0, ConvNet-3, one training seed)", "",
              "| image updates | hmdc_dm ConvNet-3 (%) | single_model ConvNet-3 (%) | hmdc_dm pixel change | "
              "single_model pixel change |", "| ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
     for updates in sorted({u for arm in ARMS for u in points[arm]}):
