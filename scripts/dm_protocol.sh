@@ -23,6 +23,7 @@
 #   --lr-img 0.1 (version 1: the preset's 0.01); the curve at 0, 25, 50, 100, 200 updates; the same rule for N
 #   (over 25, 50, 100, 200); the same seeds, arms, models and evaluation; its own folder, runs/dm_protocol_v2.
 #   VERSION=v2 bash scripts/dm_protocol.sh
+#   VERSION=v2 bash scripts/dm_protocol.sh check   # afterwards: seed 0 on to 400 updates, to see the curve beyond N
 #   python scripts/dm_report.py runs/dm_protocol_v2
 set -euo pipefail
 
@@ -124,7 +125,16 @@ case "${1:-all}" in
     python scripts/dm_report.py "$OUT" > "$OUT/report.md"
     echo "report: $OUT/report.md"
     ;;
-  *) echo "usage: bash scripts/dm_protocol.sh [all | condense ARM SEED N... | random SEED | evaluate ...]" >&2; exit 2 ;;
+  check)  # after the protocol, and not part of choosing N: seed 0 of both arms on to 400 updates, on ConvNet-3
+    [[ -f "$OUT/N" ]] || { echo "check: run the protocol first ($OUT/N is missing)" >&2; exit 2; }
+    printf '%s\n' "condense hmdc_dm 0 400" "condense single_model 0 400" \
+      "evaluate single_model_s0_u0400 single_model_u0400 convnet curve" \
+      "evaluate hmdc_dm_s0_u0400 hmdc_dm_u0400 convnet curve" | lanes
+    python scripts/dm_report.py "$OUT" > "$OUT/report.md"
+    echo "report: $OUT/report.md"
+    ;;
+  *) echo "usage: bash scripts/dm_protocol.sh [all | check | condense ARM SEED N... | random SEED | evaluate ...]" >&2
+     exit 2 ;;
 esac
 }
 
