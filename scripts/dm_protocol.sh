@@ -34,8 +34,8 @@ SEEDS="0 1 2"
 # Condensation: the DM example's cpu preset (IPC 10, ConvNet-3 + ViT-Tiny at patch 8, 500 real images a class).
 COMMON=(--preset cpu --data-root "$DATA" --device cpu --quiet)
 case "$VERSION" in
-  v1) OUT=${OUT:-runs/dm_protocol}; SNAPSHOTS="0 50 100 200" ;;
-  v2) OUT=${OUT:-runs/dm_protocol_v2}; SNAPSHOTS="0 25 50 100 200"; COMMON+=(--lr-img 0.1) ;;
+  v1) OUT=${OUT:-runs/dm_protocol}; SNAPSHOTS="0 50 100 200"; COMMON+=(--lr-img 0.01) ;;  # the preset's, then
+  v2) OUT=${OUT:-runs/dm_protocol_v2}; SNAPSHOTS="0 25 50 100 200"; COMMON+=(--lr-img 0.1) ;;  # the preset's now
   *) echo "VERSION: expected v1 or v2, got $VERSION" >&2; exit 2 ;;
 esac
 export VERSION OUT
