@@ -63,8 +63,8 @@ class Config:
     weights_b: str = opt("", "weights file for model B, reloaded every outer iteration with a new head (_ft)")
     ipc: int = opt(10, "synthetic images per class", low=1)
     init: str = opt("real", "initial images", choices=["random", "real"])
-    lr_img: float = opt(0.1, "SGD learning rate of the synthetic images (0.1: the DM protocol's curve is flat by "
-                        "100 updates; 0.01 still rose at 200)", low=0)  # fmt: skip
+    lr_img: float = opt(0.1, "SGD learning rate of the synthetic images (0.1: the DM protocol's curve gains most "
+                        "by 50 updates; 0.01: still rising at 200)", low=0)  # fmt: skip
     momentum_img: float = opt(0.5, "SGD momentum of the synthetic images", low=0)
     iterations: int = opt(100, "outer iterations, models drawn afresh at each (0: the start only)", low=0)
     inner_steps: int = opt(1, "image updates per outer iteration (DM: 1)", low=1)
