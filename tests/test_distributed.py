@@ -183,10 +183,15 @@ def _balancer_calls(balancer: GradientBalancer, groups: list[int], rounds: int) 
             balancer.backward(losses, x, group=g)
 
 
-def _sync_worker(rank: int, world_size: int, port: int, out: str) -> None:
+def _torchrun_environment(rank: int, world_size: int, port: int) -> None:
+    """The variables torchrun would set for a spawned worker, on this machine."""
     os.environ.update(
         MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank)
     )
+
+
+def _sync_worker(rank: int, world_size: int, port: int, out: str) -> None:
+    _torchrun_environment(rank, world_size, port)
     torch.set_num_threads(1)
     ctx = init_distributed("cpu")
     balancer = GradientBalancer(2, num_groups=5, interval=2, init_value=1e-6)
@@ -218,9 +223,7 @@ def test_sync_balancer_merges_to_the_single_process_state(tmp_path: Path) -> Non
 
 def _shutdown_worker(rank: int, world_size: int, port: int, out: str, synchronize: bool) -> None:
     """Rank 1 reaches the shutdown late; rank 0 notes whether rank 1 had arrived when its own shutdown returned."""
-    os.environ.update(
-        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank)
-    )
+    _torchrun_environment(rank, world_size, port)
     ctx = init_distributed("cpu")
     arrived = Path(out) / "rank1_arrived"
     if rank == 1:
@@ -240,9 +243,7 @@ def test_shutdown_waits_for_every_rank_unless_told_not_to(tmp_path: Path, synchr
 
 def _early_exit_worker(rank: int, world_size: int, port: int) -> None:
     """Rank 1 leaves without waiting and exits; rank 0's synchronised shutdown must still return."""
-    os.environ.update(
-        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank)
-    )
+    _torchrun_environment(rank, world_size, port)
     ctx = init_distributed("cpu", timeout=datetime.timedelta(seconds=60))
     if rank == 0:
         time.sleep(1.0)  # rank 1 is gone by now
